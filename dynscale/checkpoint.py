@@ -1,0 +1,184 @@
+"""Run directories: ``model.safetensors`` plus ``config.json``, written atomically, no pickle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CheckpointError
+from .models import get_model
+from .profiles import profile_to_config
+
+FORMAT = "dynscale-run"
+VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class Run:
+    """A loaded run: its directory, model (in eval mode, at full width) and config."""
+
+    path: Path
+    model: nn.Module
+    config: dict
+
+    @property
+    def model_name(self) -> str:
+        return self.config["model"]["name"]
+
+    @property
+    def data(self) -> str:
+        return self.config["data"]
+
+    @property
+    def profile(self) -> str | list[float]:
+        return self.config["model"]["config"].get("profile", "all-one")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls ``write(tmp_path)`` then renames the temporary file onto ``path``.
+
+    A crash or error mid-write leaves any earlier ``path`` untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def model_config_dict(model: nn.Module) -> dict:
+    """The JSON form of ``model.config`` (a callable profile becomes ``"custom"``)."""
+    cfg = dataclasses.asdict(model.config)
+    if "profile" in cfg:
+        cfg["profile"] = profile_to_config(model.config.profile)
+    return cfg
+
+
+def save_run(directory: str | Path, model: nn.Module, model_name: str, data: str,
+             training: dict | None = None, metrics: dict | None = None,
+             extra: dict | None = None) -> Path:
+    """Writes a run directory.
+
+    Args:
+        directory: where to write (created if needed).
+        model: the trained model; it must have a dataclass ``config``.
+        model_name: its registry name.
+        data: the dataset name it was trained on.
+        training: training settings.
+        metrics: final metrics.
+        extra: further JSON-serialisable fields to keep in ``config.json``.
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {"name": model_name, "config": model_config_dict(model)},
+        "profile": profile_to_config(getattr(model.config, "profile", None)),
+        "data": data,
+        "training": training or {},
+        "metrics": metrics or {},
+        **(extra or {}),
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
+    atomic_write(directory / CONFIG,
+                 lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    return directory
+
+
+def read_config(directory: str | Path) -> dict:
+    """Reads and checks a run's ``config.json``.
+
+    Raises:
+        CheckpointError: if the directory or file is missing, or it is not a dynscale run.
+    """
+    directory = Path(directory)
+    path = directory / CONFIG
+    if not directory.is_dir():
+        raise CheckpointError(f"no run directory at {directory}; create one with `dynscale train --out {directory}`")
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG}; it is not a dynscale run directory")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the run is corrupt, retrain it") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dynscale run config (no \"format\": \"{FORMAT}\")")
+    if config.get("version") != VERSION:
+        raise CheckpointError(f"{path} has format version {config.get('version')}; this dynscale reads {VERSION}")
+    if not isinstance(config.get("model"), dict) or "name" not in config["model"]:
+        raise CheckpointError(f"{path} does not name its model")
+    return config
+
+
+def load_run(directory: str | Path) -> Run:
+    """Loads a run directory, validating the config, tensor names and shapes.
+
+    Args:
+        directory: a directory written by :func:`save_run`.
+
+    Returns:
+        The run with its model in eval mode.
+
+    Raises:
+        CheckpointError: if anything is missing, truncated, foreign or inconsistent.
+    """
+    directory = Path(directory)
+    config = read_config(directory)
+    model_cfg = dict(config["model"].get("config", {}))
+    if model_cfg.get("profile") == "custom":  # the coefficients are restored from the weights
+        model_cfg["profile"] = None
+    try:
+        model = get_model(config["model"]["name"], **model_cfg)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{directory / CONFIG}: cannot build the model: {e}") from None
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{directory} has no {WEIGHTS}")
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(
+            f"{weights} is truncated or not a safetensors file ({e}); retrain or restore it"
+        ) from None
+    load_state_checked(model, state, str(weights))
+    model.eval()
+    return Run(directory, model, config)
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Loads ``state`` into ``model`` after checking names and shapes match exactly.
+
+    Raises:
+        CheckpointError: naming the first missing, unexpected or mis-shaped tensor.
+    """
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{source}: tensor {name} has shape {tuple(state[name].shape)}, "
+                f"the config's model needs {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state)

@@ -1,0 +1,181 @@
+"""The ``dynscale`` command line. Every error prints one line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .cost import LatencyConfig
+from .errors import DynscaleError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parse_profile(text: str) -> str | list[float]:
+    if any(c.isdigit() for c in text.split(",")[0]):
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ValueError(f"profile {text!r} is neither a name nor comma-separated numbers") from None
+    return text
+
+
+def _parse_sets(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .training import TrainConfig, train_run
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                         schedule=args.schedule, seed=args.seed, cut=args.cut)
+    options = {"profile": _parse_profile(args.profile), **_parse_sets(args.set)}
+    out = train_run(args.out, args.model, args.data, config, options)
+    metrics = json.loads((Path(out) / "config.json").read_text())["metrics"]
+    print(f"wrote {out}: test accuracy {100 * metrics['test_accuracy']:.2f}% at full width "
+          f"({metrics['train_seconds']:.1f} s)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import format_table, parse_widths, plot, sweep_runs, write_json
+
+    latency = (LatencyConfig(batch_sizes=_int_list(args.batch), threads=args.threads)
+               if args.latency else None)
+    results = sweep_runs(args.runs, parse_widths(args.widths), data=args.data, latency=latency)
+    print(format_table(results))
+    if args.json:
+        write_json(results, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import demo_report, run_demo
+
+    results = run_demo(args.out, epochs=args.epochs, seed=args.seed)
+    print(demo_report(results, args.out))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .checkpoint import load_run
+    from .layers import incomplete_layers
+
+    run = load_run(args.run)
+    cfg = run.config
+    params = sum(p.numel() for p in run.model.parameters())
+    print(f"run:        {run.path}")
+    print(f"model:      {run.model_name} {json.dumps(cfg['model']['config'])}")
+    print(f"profile:    {run.profile}")
+    print(f"data:       {run.data}")
+    print(f"parameters: {params} in {len(incomplete_layers(run.model))} incomplete layers")
+    print(f"training:   {json.dumps(cfg.get('training', {}))}")
+    print(f"metrics:    {json.dumps(cfg.get('metrics', {}))}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from .data import DATASETS
+    from .models import list_models
+    from .profiles import list_profiles
+
+    print(f"models:   {', '.join(list_models())}")
+    print(f"profiles: {', '.join(list_profiles())} (or comma-separated coefficients)")
+    print(f"data:     {', '.join(DATASETS)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dynscale`` command."""
+    parser = _Parser(prog="dynscale", description="Dynamic computation scaling for PyTorch "
+                     "networks: train one network, scale its cost at run time.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model with a channel profile into a run directory")
+    p.add_argument("--model", default="mlp", help="registered model name (see `dynscale list`)")
+    p.add_argument("--data", default="digits", help="digits, fashion-mnist, mnist, synthetic, idx:DIR")
+    p.add_argument("--profile", default="linear", help="profile name or comma-separated coefficients")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, default=None, help="default 0.05 for sgd, 0.001 for adam")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "step"])
+    p.add_argument("--cut", default="full", choices=["full"], help="width used while training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. --set hidden=[200,200] (repeatable)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="evaluate runs at several widths: table, JSON, plot")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
+    p.add_argument("--widths", default="0.1,0.25,0.5,0.75,1.0")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--plot", default=None, help="write accuracy vs MAC ratio as PNG here")
+    p.add_argument("--latency", action="store_true", help="also measure median latency")
+    p.add_argument("--batch", default="1,64", help="batch sizes timed with --latency")
+    p.add_argument("--threads", type=int, default=1, help="threads used with --latency")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("demo", help="the IDP demo: MLP on digits, all-one vs linear profile")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="describe a run directory")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", help="list models, profiles and datasets")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DynscaleError, ValueError, OSError) as e:
+        if os.environ.get("DYNSCALE_DEBUG"):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"dynscale: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dynscale: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

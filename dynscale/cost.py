@@ -1,0 +1,69 @@
+"""The cost model shared by every method: counted MACs and measured latency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> float:
+    """Counts multiply-accumulates per example on the ops that actually run.
+
+    Uses ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2) on one forward pass.
+
+    Args:
+        model: the model, at whatever width it is set to.
+        example: an input batch ``(B, C, H, W)``; the count is divided by B.
+
+    Returns:
+        MACs per example.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2 / example.shape[0]
+
+
+@dataclass
+class LatencyConfig:
+    """How latency is measured: batch sizes, threads, and seconds of timing per point."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    threads: int = 1
+    min_run_time: float = 0.3
+
+
+def measure_latency(model: nn.Module, example_shape: tuple[int, ...], batch_size: int,
+                    threads: int = 1, min_run_time: float = 0.3) -> float:
+    """Median wall-clock latency of one forward pass, with ``torch.utils.benchmark.Timer``.
+
+    Args:
+        model: the model, at whatever width it is set to.
+        example_shape: shape of one example, e.g. ``(1, 28, 28)``.
+        batch_size: examples per forward pass.
+        threads: intra-op threads used while timing.
+        min_run_time: seconds of timing (``blocked_autorange``).
+
+    Returns:
+        Median milliseconds per forward pass.
+    """
+    was_training = model.training
+    model.eval()
+    x = torch.randn(batch_size, *example_shape)
+    try:
+        with torch.no_grad():
+            model(x)  # warm-up, and fills the layers' folded-weight cache
+            timer = Timer(stmt="model(x)", globals={"model": model, "x": x},
+                          num_threads=threads, setup="torch.set_grad_enabled(False)")
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        model.train(was_training)
+    return measurement.median * 1e3

@@ -1,0 +1,174 @@
+"""Datasets as tensors: ``digits``, ``mnist``, ``fashion-mnist``, ``idx:DIR``, ``synthetic``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from ..errors import DataError
+from .download import FASHION_MNIST, MNIST, IdxSource, fetch_idx
+from .idx import find_idx_files, read_idx
+
+DEBIAN_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+SOURCES: dict[str, IdxSource] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors of an image-classification dataset.
+
+    Images are float32 in [0, 1] shaped (N, C, H, W); labels are int64 shaped (N,).
+    """
+
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W)
+    train_y: torch.Tensor  # (N,)
+    test_x: torch.Tensor  # (M, C, H, W)
+    test_y: torch.Tensor  # (M,)
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def input_size(self) -> int:
+        return self.train_x.shape[-1]
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(x, y)`` of ``"train"`` or ``"test"``."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+
+    def loader(self, split: str, batch_size: int, shuffle: bool = False,
+               seed: int = 0) -> DataLoader:
+        """Returns a DataLoader over a split yielding ``(x, y)`` batches.
+
+        Args:
+            split: ``"train"`` or ``"test"``.
+            batch_size: examples per batch.
+            shuffle: reshuffle every epoch, reproducibly from ``seed``.
+            seed: seed of the shuffling generator.
+        """
+        x, y = self.tensors(split)
+        data = TensorDataset(x, y)
+        # Whole batches are indexed at once: much faster than collating single examples.
+        base = (RandomSampler(data, generator=torch.Generator().manual_seed(seed))
+                if shuffle else SequentialSampler(data))
+        return DataLoader(data, batch_size=None,
+                          sampler=BatchSampler(base, batch_size, drop_last=False))
+
+
+def _from_arrays(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray,
+                 te_y: np.ndarray, scale: float) -> Dataset:
+    def images(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) / scale)
+        return t.unsqueeze(1) if t.dim() == 3 else t  # (N, H, W) -> (N, 1, H, W)
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(a, dtype=np.int64))
+
+    num_classes = int(max(tr_y.max(), te_y.max())) + 1
+    return Dataset(name, images(tr_x), labels(tr_y), images(te_x), labels(te_y), num_classes)
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's bundled 8×8 digits with a fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    x = bunch.images  # (1797, 8, 8), values 0..16
+    tr_x, te_x, tr_y, te_y = train_test_split(
+        x, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0)
+    return _from_arrays("digits", tr_x, tr_y, te_x, te_y, scale=16.0)
+
+
+def load_idx_dir(directory: Path, name: str | None = None) -> Dataset:
+    """Loads the four MNIST-format files of ``directory``.
+
+    Raises:
+        DataError: if a file is missing, corrupt, or the images and labels disagree.
+    """
+    files = find_idx_files(directory)
+    if files is None:
+        raise DataError(
+            f"{directory} does not hold the four MNIST-format files "
+            "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+            "t10k-labels-idx1-ubyte, each optionally .gz)"
+        )
+    arrays = {role: read_idx(path) for role, path in files.items()}
+    for split in ("train", "test"):
+        imgs, labs = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if imgs.ndim != 3 or labs.ndim != 1 or len(imgs) != len(labs):
+            raise DataError(
+                f"{directory}: {split} images {imgs.shape} and labels {labs.shape} do not match"
+            )
+    return _from_arrays(name or f"idx:{directory}", arrays["train_images"],
+                        arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
+                        scale=255.0)
+
+
+def locate_idx(name: str) -> Path:
+    """Finds a named MNIST-format dataset: ``$DYNSCALE_DATA/NAME``, then the Debian package's
+    directory, then the download cache (downloading with checksums if needed)."""
+    candidates = []
+    if os.environ.get("DYNSCALE_DATA"):
+        candidates.append(Path(os.environ["DYNSCALE_DATA"]) / name)
+    if name in DEBIAN_DIRS:
+        candidates.append(DEBIAN_DIRS[name])
+    for directory in candidates:
+        if find_idx_files(directory) is not None:
+            return directory
+    return fetch_idx(SOURCES[name])
+
+
+def make_synthetic(num_train: int = 1000, num_test: int = 300, num_classes: int = 10,
+                   size: int = 8, seed: int = 0) -> Dataset:
+    """A deterministic toy dataset: one random prototype image per class plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand(num_classes, 1, size, size, generator=g)  # (K, 1, S, S)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % num_classes
+        x = prototypes[y] + 0.35 * torch.randn(n, 1, size, size, generator=g)
+        return x.clamp(0, 1), y
+
+    tr_x, tr_y = draw(num_train)
+    te_x, te_y = draw(num_test)
+    return Dataset("synthetic", tr_x, tr_y, te_x, te_y, num_classes)
+
+
+DATASETS = ("digits", "fashion-mnist", "mnist", "synthetic", "idx:DIR")
+
+
+def load_dataset(name: str) -> Dataset:
+    """Loads a dataset by name.
+
+    Args:
+        name: ``digits``, ``fashion-mnist``, ``mnist``, ``synthetic`` or ``idx:DIR``.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DataError: if the name is unknown or the data is missing or corrupt.
+    """
+    if name == "digits":
+        return load_digits()
+    if name == "synthetic":
+        return make_synthetic()
+    if name in SOURCES:
+        return load_idx_dir(locate_idx(name), name=name)
+    if name.startswith("idx:"):
+        directory = Path(name[4:]).expanduser()
+        if not directory.is_dir():
+            raise DataError(f"{directory} is not a directory; give idx:DIR with the four files")
+        return load_idx_dir(directory, name=name)
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -1,0 +1,13 @@
+"""Errors a user can fix: the command line prints them as one line and exits 2."""
+
+
+class DynscaleError(Exception):
+    """A problem with the user's input (data, checkpoint, option), with a hint to fix it."""
+
+
+class DataError(DynscaleError):
+    """A dataset is missing, corrupt, or fails its checksum."""
+
+
+class CheckpointError(DynscaleError):
+    """A run directory is missing, truncated, foreign, or inconsistent with its config."""

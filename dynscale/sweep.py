@@ -1,0 +1,175 @@
+"""The sweep and its report, shared by every method: accuracy and cost at a list of widths,
+as a table, JSON and an accuracy-vs-MAC-ratio plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_write, load_run
+from .cost import LatencyConfig, count_macs, measure_latency
+from .data import Dataset, load_dataset
+from .evaluation import accuracy
+from .layers import check_width, width
+
+DEFAULT_WIDTHS = [0.1, 0.25, 0.5, 0.75, 1.0]
+
+
+@dataclass
+class SweepPoint:
+    """One operating point: a width, its test accuracy and cost."""
+
+    width: float
+    accuracy: float
+    macs: float  # per example
+    macs_ratio: float  # macs / macs at full width
+    latency_ms: dict[str, float] | None = None  # batch size -> median ms per forward pass
+
+
+@dataclass
+class SweepResult:
+    """A run's curve."""
+
+    run: str
+    model: str
+    profile: str | list[float]
+    data: str
+    points: list[SweepPoint] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        profile = self.profile if isinstance(self.profile, str) else "custom"
+        return f"{Path(self.run).name} ({self.model}, {profile})"
+
+
+def parse_widths(text: str) -> list[float]:
+    """Parses ``"0.1,0.25,1.0"`` into validated widths.
+
+    Raises:
+        ValueError: for an empty list, a non-number, or a width outside (0, 1].
+    """
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
+        raise ValueError("give at least one width, e.g. --widths 0.25,0.5,1.0")
+    return [check_width(p) for p in parts]
+
+
+def sweep_model(model: nn.Module, data: Dataset, widths: list[float],
+                latency: LatencyConfig | None = None, progress: bool | None = None
+                ) -> list[SweepPoint]:
+    """Evaluates ``model`` on the test split of ``data`` at each width.
+
+    Args:
+        model: a model with incomplete layers.
+        data: the dataset.
+        widths: fractions in (0, 1].
+        latency: measure latency as configured, or None to skip.
+        progress: show a progress bar; None shows it only on a terminal.
+
+    Returns:
+        One point per width, in the order given.
+    """
+    widths = [check_width(w) for w in widths]
+    example = data.test_x[:1]  # (1, C, H, W)
+    with width(model, 1.0):
+        full_macs = count_macs(model, example)
+    points = []
+    for w in tqdm(widths, desc="sweep", unit="width", disable=None if progress is None else not progress):
+        with width(model, w):
+            macs = count_macs(model, example)
+            lat = None
+            if latency is not None:
+                lat = {str(b): round(measure_latency(model, tuple(example.shape[1:]), b,
+                                                     latency.threads, latency.min_run_time), 5)
+                       for b in latency.batch_sizes}
+            acc = accuracy(model, data.test_x, data.test_y)
+        points.append(SweepPoint(w, acc, macs, macs / full_macs, lat))
+    return points
+
+
+def sweep_runs(run_dirs: list[str], widths: list[float], data: str | None = None,
+               latency: LatencyConfig | None = None, progress: bool | None = None
+               ) -> list[SweepResult]:
+    """Loads and sweeps each run directory (each on its own dataset unless ``data`` is given)."""
+    datasets: dict[str, Dataset] = {}
+    results = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        name = data or run.data
+        if name not in datasets:
+            datasets[name] = load_dataset(name)
+        points = sweep_model(run.model, datasets[name], widths, latency, progress)
+        results.append(SweepResult(str(run_dir), run.model_name, run.profile, name, points))
+    return results
+
+
+def to_json(results: list[SweepResult]) -> dict:
+    """The JSON document of a sweep: ``{"runs": [{"run", "model", "profile", "data", "points"}]}``."""
+    return {"runs": [asdict(r) for r in results]}
+
+
+def write_json(results: list[SweepResult], path: str | Path, **extra) -> None:
+    """Writes :func:`to_json` (plus ``extra`` top-level fields) atomically."""
+    doc = {**to_json(results), **extra}
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
+
+
+def format_table(results: list[SweepResult]) -> str:
+    """Formats the curves side by side: one row per width, columns per run."""
+    widths = sorted({p.width for r in results for p in r.points})
+    batches = sorted({b for r in results for p in r.points for b in (p.latency_ms or {})}, key=int)
+    per_run = ["acc %", "MACs", "ratio", *(f"ms@{b}" for b in batches)]
+    header1 = f"{'':>6} | " + " | ".join(f"{r.label:^{len(_cells(per_run))}}" for r in results)
+    header2 = f"{'width':>6} | " + " | ".join(_cells(per_run) for _ in results)
+    lines = [header1.rstrip(), header2, "-" * len(header2)]
+    for w in widths:
+        row = [f"{w:>6.3g}"]
+        for r in results:
+            point = next((p for p in r.points if p.width == w), None)
+            if point is None:
+                row.append(_cells(["-"] * len(per_run)))
+                continue
+            values = [f"{100 * point.accuracy:.2f}", _human(point.macs), f"{point.macs_ratio:.3f}"]
+            values += [f"{(point.latency_ms or {}).get(b, float('nan')):.4f}" for b in batches]
+            row.append(_cells(values))
+        lines.append(" | ".join(row))
+    return "\n".join(lines)
+
+
+def _cells(values: list[str]) -> str:
+    return " ".join(f"{v:>9}" for v in values)
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def plot(results: list[SweepResult], path: str | Path, title: str = "Accuracy vs computation") -> None:
+    """Plots accuracy against MAC ratio, one line per run, and saves a PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for r in results:
+        xs = [p.macs_ratio for p in r.points]
+        ys = [100 * p.accuracy for p in r.points]
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=r.label)
+    ax.set_xlabel("MACs relative to full width")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.set_xlim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)

@@ -1,0 +1,96 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynscale.cli import main
+
+EXE = shutil.which("dynscale") or str(Path(sys.executable).parent / "dynscale")
+
+
+def run_cli(*args, env=None):
+    """Runs the installed ``dynscale`` executable, as a user would."""
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_train_sweep_info(tmp_path, capsys):
+    out = tmp_path / "a"
+    assert main(["train", "--model", "mlp", "--data", "synthetic", "--profile", "linear",
+                 "--epochs", "2", "--seed", "0", "--set", "hidden=[16,16]", "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["sweep", str(out), str(out), "--widths", "0.5,1.0", "--json", str(tmp_path / "s.json"),
+                 "--plot", str(tmp_path / "s.png"), "--latency", "--batch", "1,4"]) == 0
+    printed = capsys.readouterr().out
+    assert "ms@4" in printed and "acc %" in printed
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert [p["width"] for p in doc["runs"][0]["points"]] == [0.5, 1.0]
+    assert doc["runs"][1]["points"][0]["latency_ms"]["4"] > 0
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "mlp" in info and "linear" in info and "test_accuracy" in info
+
+
+def test_train_with_adam_step_schedule_and_numeric_profile(tmp_path):
+    out = tmp_path / "b"
+    assert main(["train", "--data", "synthetic", "--profile", "1,0.5,0.25", "--optimizer", "adam",
+                 "--schedule", "step", "--epochs", "1", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["profile"] == [1.0, 0.5, 0.25] and cfg["training"]["optimizer"] == "adam"
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    assert "mlp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["sweep", "{run}", "--widths", "0.5,1.5"], ["width must be in (0, 1], got 1.5"]),
+    (["sweep", "{run}", "--widths", "nan"], ["width must be in (0, 1]"]),
+    (["train", "--data", "synthetic", "--profile", "2,1,3", "--epochs", "1", "--out", "{tmp}/x"], ["increases"]),
+    (["train", "--data", "synthetic", "--profile", "cubic", "--epochs", "1", "--out", "{tmp}/x"], ["unknown profile"]),
+    (["train", "--model", "nope", "--data", "synthetic", "--out", "{tmp}/x"], ["unknown model 'nope'"]),
+    (["train", "--data", "imagenet", "--out", "{tmp}/x"], ["unknown dataset 'imagenet'"]),
+    (["train", "--data", "idx:{tmp}", "--out", "{tmp}/x"], ["does not hold the four MNIST-format files"]),
+    (["train", "--data", "synthetic", "--set", "depth=3", "--out", "{tmp}/x"], ["no option depth"]),
+    (["sweep", "{tmp}/missing"], ["no run directory"]),
+    (["info", "{corrupt}"], ["truncated or not a safetensors file"]),
+    (["train", "--epochs", "zero", "--out", "{tmp}/x"], ["invalid int value"]),
+    (["sweep"], ["required"]),
+    (["frobnicate"], ["invalid choice"]),
+])
+def test_errors_are_one_line_exit_2(mlp_run, tmp_path, args, fragments):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(mlp_run, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 7)
+    subs = {"run": mlp_run, "tmp": tmp_path, "corrupt": corrupt}
+    proc = run_cli(*[a.format(**subs) for a in args])
+    assert_one_line_error(proc, *fragments)
+
+
+def test_bad_train_leaves_an_existing_run_intact(mlp_run, tmp_path):
+    run = tmp_path / "keep"
+    shutil.copytree(mlp_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    proc = run_cli("train", "--data", "nowhere", "--out", run)
+    assert proc.returncode == 2
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "dynscale", "list"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "profiles" in proc.stdout

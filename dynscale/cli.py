@@ -63,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import format_table, parse_widths, plot, sweep_runs, write_json
+    from .checkpoint import atomic_write
+    from .sweep import format_markdown, format_table, parse_widths, plot, sweep_runs, write_json
 
     latency = (LatencyConfig(batch_sizes=_int_list(args.batch), threads=args.threads)
                if args.latency else None)
@@ -72,8 +73,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.json:
         write_json(results, args.json)
         print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write(Path(args.markdown), lambda p: p.write_text(format_markdown(results) + "\n"))
+        print(f"wrote {args.markdown}")
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, **({"title": args.title} if args.title else {}))
         print(f"wrote {args.plot}")
 
 
@@ -140,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", default="0.1,0.25,0.5,0.75,1.0")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--plot", default=None, help="write accuracy vs MAC ratio as PNG here")
+    p.add_argument("--title", default=None, help="title of the plot")
+    p.add_argument("--markdown", default=None, help="write the table as Markdown here")
     p.add_argument("--latency", action="store_true", help="also measure median latency")
     p.add_argument("--batch", default="1,64", help="batch sizes timed with --latency")
     p.add_argument("--threads", type=int, default=1, help="threads used with --latency")
@@ -174,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dynscale: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: still one line, with a way to see more
+        if os.environ.get("DYNSCALE_DEBUG"):
+            raise
+        print(f"dynscale: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+              "(rerun with DYNSCALE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .checkpoint import atomic_write, load_run
 from .cost import LatencyConfig, count_macs, measure_latency
 from .data import Dataset, load_dataset
+from .errors import DynscaleError
 from .evaluation import accuracy
 from .layers import check_width, width
 
@@ -42,8 +43,10 @@ class SweepResult:
 
     @property
     def label(self) -> str:
+        name = Path(self.run).name
         profile = self.profile if isinstance(self.profile, str) else "custom"
-        return f"{Path(self.run).name} ({self.model}, {profile})"
+        missing = [part for part in (self.model, profile) if part not in name]
+        return f"{name} ({', '.join(missing)})" if missing else name
 
 
 def parse_widths(text: str) -> list[float]:
@@ -102,9 +105,26 @@ def sweep_runs(run_dirs: list[str], widths: list[float], data: str | None = None
         name = data or run.data
         if name not in datasets:
             datasets[name] = load_dataset(name)
+        check_compatible(run.config["model"]["config"], datasets[name], str(run_dir))
         points = sweep_model(run.model, datasets[name], widths, latency, progress)
         results.append(SweepResult(str(run_dir), run.model_name, run.profile, name, points))
     return results
+
+
+def check_compatible(model_config: dict, data: Dataset, what: str) -> None:
+    """Checks a model's input shape and class count against a dataset.
+
+    Raises:
+        DynscaleError: naming both shapes when they differ.
+    """
+    wanted = {"in_channels": data.in_channels, "input_size": data.input_size,
+              "num_classes": data.num_classes}
+    for key, value in wanted.items():
+        if key in model_config and model_config[key] != value:
+            raise DynscaleError(
+                f"{what} has {key}={model_config[key]} but dataset {data.name} has {value}; "
+                "evaluate it on data shaped like its training data"
+            )
 
 
 def to_json(results: list[SweepResult]) -> dict:
@@ -138,6 +158,37 @@ def format_table(results: list[SweepResult]) -> str:
             row.append(_cells(values))
         lines.append(" | ".join(row))
     return "\n".join(lines)
+
+
+def format_markdown(results: list[SweepResult]) -> str:
+    """Formats the curves as a Markdown table: one row per width, accuracy (%) per run, the MAC
+    ratio (one column when all runs share it), and the latency ratio to full width per batch
+    size when latency was measured."""
+    widths = sorted({p.width for r in results for p in r.points}, reverse=True)
+    points = [{p.width: p for p in r.points} for r in results]
+    shared = all(len({round(pts[w].macs_ratio, 6) for pts in points if w in pts}) == 1 for w in widths)
+    header = ["width"] + (["MAC ratio"] if shared else [])
+    for r in results:
+        header += [f"{r.label} acc %"] + ([] if shared else [f"{r.label} MAC ratio"])
+    batches = sorted({b for r in results for p in r.points for b in (p.latency_ms or {})}, key=int)
+    header += [f"{r.label} latency ratio @{b}" for r in results for b in batches]
+    rows = []
+    for w in widths:
+        ref = next(pts[w] for pts in points if w in pts)
+        row = [f"{w:g}"] + ([f"{ref.macs_ratio:.3f}"] if shared else [])
+        for pts in points:
+            p = pts.get(w)
+            row += [f"{100 * p.accuracy:.2f}" if p else "–"]
+            row += [] if shared else [f"{p.macs_ratio:.3f}" if p else "–"]
+        for pts in points:
+            full = pts.get(1.0)
+            for b in batches:
+                p = pts.get(w)
+                ok = p and full and p.latency_ms and full.latency_ms
+                row.append(f"{p.latency_ms[b] / full.latency_ms[b]:.2f}" if ok else "–")
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _cells(values: list[str]) -> str:

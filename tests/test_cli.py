@@ -33,13 +33,17 @@ def test_train_sweep_info(tmp_path, capsys):
                  "--epochs", "2", "--seed", "0", "--set", "hidden=[16,16]", "--out", str(out)]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert main(["sweep", str(out), str(out), "--widths", "0.5,1.0", "--json", str(tmp_path / "s.json"),
-                 "--plot", str(tmp_path / "s.png"), "--latency", "--batch", "1,4"]) == 0
+                 "--plot", str(tmp_path / "s.png"), "--latency", "--batch", "1,4",
+                 "--markdown", str(tmp_path / "s.md"), "--title", "mine"]) == 0
     printed = capsys.readouterr().out
     assert "ms@4" in printed and "acc %" in printed
     doc = json.loads((tmp_path / "s.json").read_text())
     assert [p["width"] for p in doc["runs"][0]["points"]] == [0.5, 1.0]
     assert doc["runs"][1]["points"][0]["latency_ms"]["4"] > 0
     assert (tmp_path / "s.png").stat().st_size > 1000
+    markdown = (tmp_path / "s.md").read_text().splitlines()
+    assert markdown[0].startswith("| width | MAC ratio | a (mlp, linear) acc %") and len(markdown) == 4
+    assert "latency ratio @4" in markdown[0] and markdown[2].startswith("| 1 | 1.000 |")
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "mlp" in info and "linear" in info and "test_accuracy" in info
@@ -94,3 +98,11 @@ def test_bad_train_leaves_an_existing_run_intact(mlp_run, tmp_path):
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "dynscale", "list"], capture_output=True, text=True)
     assert proc.returncode == 0 and "profiles" in proc.stdout
+
+
+def test_sweep_on_data_of_another_shape_is_refused(mlp_run, tmp_path):
+    from test_data import make_idx_dir
+
+    make_idx_dir(tmp_path / "small", gz=True)  # 4x4 images, 3 classes
+    proc = run_cli("sweep", mlp_run, "--data", f"idx:{tmp_path / 'small'}")
+    assert_one_line_error(proc, "input_size=8 but dataset idx:", "has 4")

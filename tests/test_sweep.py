@@ -3,7 +3,7 @@ import json
 import pytest
 
 from dynscale.cost import LatencyConfig
-from dynscale.sweep import format_table, parse_widths, plot, sweep_runs, to_json, write_json
+from dynscale.sweep import format_markdown, format_table, parse_widths, plot, sweep_runs, to_json, write_json
 
 
 def test_sweep_points(mlp_run):
@@ -57,3 +57,11 @@ def test_plot_writes_a_png(mlp_run, tmp_path):
 def test_bad_widths(text):
     with pytest.raises(ValueError, match="width"):
         parse_widths(text)
+
+
+def test_markdown_table(mlp_run):
+    results = sweep_runs([str(mlp_run)], [0.5, 1.0], progress=False)
+    lines = format_markdown(results).splitlines()
+    assert lines[0] == "| width | MAC ratio | mlp-linear acc % |"
+    assert lines[1] == "|---|---|---|"
+    assert lines[2].startswith("| 1 | 1.000 | ") and lines[3].startswith("| 0.5 | 0.")

@@ -43,6 +43,11 @@ class Run:
     def profile(self) -> str | list[float]:
         return self.config["model"]["config"].get("profile", "all-one")
 
+    @property
+    def profile_ranges(self) -> list[tuple[float, float]] | None:
+        ranges = self.config["model"].get("profiles")
+        return [tuple(r) for r in ranges] if ranges else None
+
 
 def atomic_write(path: Path, write) -> None:
     """Calls ``write(tmp_path)`` then renames the temporary file onto ``path``.
@@ -85,17 +90,24 @@ def save_run(directory: str | Path, model: nn.Module, model_name: str, data: str
         The directory.
     """
     directory = Path(directory)
+    from .calibration import calibrated_widths
+    from .multiprofile import MultiProfileModel
+
+    model_entry = {"name": model_name, "config": model_config_dict(model)}
+    if isinstance(model, MultiProfileModel):
+        model_entry["profiles"] = [list(r) for r in model.ranges]
     config = {
         "format": FORMAT,
         "version": VERSION,
-        "model": {"name": model_name, "config": model_config_dict(model)},
+        "model": model_entry,
+        "calibrated_widths": calibrated_widths(model),
         "profile": profile_to_config(getattr(model.config, "profile", None)),
         "data": data,
         "training": training or {},
         "metrics": metrics or {},
         **(extra or {}),
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in unique_state_dict(model).items()}
     atomic_write(directory / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
     atomic_write(directory / CONFIG,
                  lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
@@ -145,7 +157,7 @@ def load_run(directory: str | Path) -> Run:
     if model_cfg.get("profile") == "custom":  # the coefficients are restored from the weights
         model_cfg["profile"] = None
     try:
-        model = get_model(config["model"]["name"], **model_cfg)
+        model = build_model(config["model"]["name"], model_cfg, config["model"].get("profiles"))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{directory / CONFIG}: cannot build the model: {e}") from None
     weights = directory / WEIGHTS
@@ -162,13 +174,51 @@ def load_run(directory: str | Path) -> Run:
     return Run(directory, model, config)
 
 
+def build_model(name: str, model_cfg: dict, profile_ranges: list | None = None) -> nn.Module:
+    """Builds a registered model, or a multiple-profile model when ranges are given."""
+    if profile_ranges:
+        from .multiprofile import build_multi_profile
+
+        return build_multi_profile(name, [tuple(r) for r in profile_ranges], **model_cfg)
+    return get_model(name, **model_cfg)
+
+
+def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor once, under its first name (safetensors stores
+    no aliases; multiple-profile members share their middle layers)."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    state = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape)) if tensor.numel() else (id(tensor), ())
+        if key not in seen:
+            seen.add(key)
+            state[name] = tensor
+    return state
+
+
+def add_calibration_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Creates the per-width batch-norm buffers named in ``state`` so it can be loaded."""
+    from .layers.batchnorm import _IncompleteBatchNorm
+
+    for name, tensor in state.items():
+        owner, _, leaf = name.rpartition(".")
+        if leaf.startswith(("calib_mean_", "calib_var_")):
+            try:
+                module = model.get_submodule(owner)
+            except AttributeError:
+                continue  # reported as unexpected by the check
+            if isinstance(module, _IncompleteBatchNorm):
+                module.register_buffer(leaf, torch.zeros_like(tensor))
+
+
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Loads ``state`` into ``model`` after checking names and shapes match exactly.
 
     Raises:
         CheckpointError: naming the first missing, unexpected or mis-shaped tensor.
     """
-    expected = model.state_dict()
+    add_calibration_buffers(model, state)
+    expected = unique_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -181,4 +231,5 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
                 f"{source}: tensor {name} has shape {tuple(state[name].shape)}, "
                 f"the config's model needs {tuple(tensor.shape)}"
             )
-    model.load_state_dict(state)
+    # Aliases of shared tensors are filled through their first name.
+    model.load_state_dict(state, strict=False)

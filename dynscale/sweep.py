@@ -4,7 +4,7 @@ as a table, JSON and an accuracy-vs-MAC-ratio plot."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
@@ -16,6 +16,7 @@ from .data import Dataset, load_dataset
 from .errors import DynscaleError
 from .evaluation import accuracy
 from .layers import check_width, width
+from .multiprofile import MultiProfileModel
 
 DEFAULT_WIDTHS = [0.1, 0.25, 0.5, 0.75, 1.0]
 
@@ -29,6 +30,7 @@ class SweepPoint:
     macs: float  # per example
     macs_ratio: float  # macs / macs at full width
     latency_ms: dict[str, float] | None = None  # batch size -> median ms per forward pass
+    bytes_sent: float | None = None  # device-to-cloud bytes per example (split models)
 
 
 @dataclass
@@ -40,13 +42,15 @@ class SweepResult:
     profile: str | list[float]
     data: str
     points: list[SweepPoint] = field(default_factory=list)
+    curve: str | None = None  # for multiple profiles: "profile 1 (0-0.3)", ..., "envelope"
 
     @property
     def label(self) -> str:
         name = Path(self.run).name
         profile = self.profile if isinstance(self.profile, str) else "custom"
         missing = [part for part in (self.model, profile) if part not in name]
-        return f"{name} ({', '.join(missing)})" if missing else name
+        label = f"{name} ({', '.join(missing)})" if missing else name
+        return f"{label} [{self.curve}]" if self.curve else label
 
 
 def parse_widths(text: str) -> list[float]:
@@ -90,7 +94,8 @@ def sweep_model(model: nn.Module, data: Dataset, widths: list[float],
                                                      latency.threads, latency.min_run_time), 5)
                        for b in latency.batch_sizes}
             acc = accuracy(model, data.test_x, data.test_y)
-        points.append(SweepPoint(w, acc, macs, macs / full_macs, lat))
+            sent = model.bytes_sent(example) if hasattr(model, "bytes_sent") else None
+        points.append(SweepPoint(w, acc, macs, macs / full_macs, lat, sent))
     return points
 
 
@@ -106,9 +111,32 @@ def sweep_runs(run_dirs: list[str], widths: list[float], data: str | None = None
         if name not in datasets:
             datasets[name] = load_dataset(name)
         check_compatible(run.config["model"]["config"], datasets[name], str(run_dir))
+        if isinstance(run.model, MultiProfileModel):
+            results += sweep_profiles(run.model, datasets[name], widths, latency, progress,
+                                      SweepResult(str(run_dir), run.model_name, run.profile, name))
+            continue
         points = sweep_model(run.model, datasets[name], widths, latency, progress)
         results.append(SweepResult(str(run_dir), run.model_name, run.profile, name, points))
     return results
+
+
+def sweep_profiles(model: MultiProfileModel, data: Dataset, widths: list[float],
+                   latency: LatencyConfig | None, progress: bool | None,
+                   template: SweepResult) -> list[SweepResult]:
+    """One curve per profile (at the widths up to its range's top) and their envelope (the
+    best profile at each width)."""
+    curves = []
+    for index, (low, high) in enumerate(model.ranges):
+        inside = [w for w in widths if w <= high + 1e-9]
+        with model.use_profile(index):
+            points = sweep_model(model, data, inside, latency, progress)
+        curves.append(replace(template, points=points, curve=f"profile {index + 1} ({low:g}-{high:g})"))
+    envelope = []
+    for w in widths:
+        candidates = [p for c in curves for p in c.points if p.width == w]
+        envelope.append(max(candidates, key=lambda p: p.accuracy))
+    # MAC ratios are relative to each profile's own full width, which all profiles share.
+    return curves + [replace(template, points=envelope, curve="envelope")]
 
 
 def check_compatible(model_config: dict, data: Dataset, what: str) -> None:
@@ -128,8 +156,20 @@ def check_compatible(model_config: dict, data: Dataset, what: str) -> None:
 
 
 def to_json(results: list[SweepResult]) -> dict:
-    """The JSON document of a sweep: ``{"runs": [{"run", "model", "profile", "data", "points"}]}``."""
-    return {"runs": [asdict(r) for r in results]}
+    """The JSON document of a sweep: ``{"runs": [{"run", "model", "profile", "data", "points"}]}``.
+
+    Optional fields (a run's ``curve``, a point's ``bytes_sent``) appear only when set.
+    """
+    runs = []
+    for r in results:
+        doc = asdict(r)
+        if doc["curve"] is None:
+            del doc["curve"]
+        for point in doc["points"]:
+            if point["bytes_sent"] is None:
+                del point["bytes_sent"]
+        runs.append(doc)
+    return {"runs": runs}
 
 
 def write_json(results: list[SweepResult], path: str | Path, **extra) -> None:
@@ -142,7 +182,8 @@ def format_table(results: list[SweepResult]) -> str:
     """Formats the curves side by side: one row per width, columns per run."""
     widths = sorted({p.width for r in results for p in r.points})
     batches = sorted({b for r in results for p in r.points for b in (p.latency_ms or {})}, key=int)
-    per_run = ["acc %", "MACs", "ratio", *(f"ms@{b}" for b in batches)]
+    sent = any(p.bytes_sent is not None for r in results for p in r.points)
+    per_run = ["acc %", "MACs", "ratio", *(["bytes"] if sent else []), *(f"ms@{b}" for b in batches)]
     header1 = f"{'':>6} | " + " | ".join(f"{r.label:^{len(_cells(per_run))}}" for r in results)
     header2 = f"{'width':>6} | " + " | ".join(_cells(per_run) for _ in results)
     lines = [header1.rstrip(), header2, "-" * len(header2)]
@@ -154,6 +195,7 @@ def format_table(results: list[SweepResult]) -> str:
                 row.append(_cells(["-"] * len(per_run)))
                 continue
             values = [f"{100 * point.accuracy:.2f}", _human(point.macs), f"{point.macs_ratio:.3f}"]
+            values += [f"{point.bytes_sent:.0f}" if point.bytes_sent is not None else "-"] if sent else []
             values += [f"{(point.latency_ms or {}).get(b, float('nan')):.4f}" for b in batches]
             row.append(_cells(values))
         lines.append(" | ".join(row))
@@ -171,6 +213,8 @@ def format_markdown(results: list[SweepResult]) -> str:
     for r in results:
         header += [f"{r.label} acc %"] + ([] if shared else [f"{r.label} MAC ratio"])
     batches = sorted({b for r in results for p in r.points for b in (p.latency_ms or {})}, key=int)
+    sent = [i for i, r in enumerate(results) if any(p.bytes_sent is not None for p in r.points)]
+    header += [f"{results[i].label} bytes sent" for i in sent]
     header += [f"{r.label} latency ratio @{b}" for r in results for b in batches]
     rows = []
     for w in widths:
@@ -180,6 +224,9 @@ def format_markdown(results: list[SweepResult]) -> str:
             p = pts.get(w)
             row += [f"{100 * p.accuracy:.2f}" if p else "–"]
             row += [] if shared else [f"{p.macs_ratio:.3f}" if p else "–"]
+        for i in sent:
+            p = points[i].get(w)
+            row.append(f"{p.bytes_sent:.0f}" if p and p.bytes_sent is not None else "–")
         for pts in points:
             full = pts.get(1.0)
             for b in batches:
@@ -214,7 +261,8 @@ def plot(results: list[SweepResult], path: str | Path, title: str = "Accuracy vs
         xs = [p.macs_ratio for p in r.points]
         ys = [100 * p.accuracy for p in r.points]
         order = sorted(range(len(xs)), key=xs.__getitem__)
-        ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=r.label)
+        style = {"linestyle": "--", "linewidth": 2.5, "color": "black", "alpha": 0.6} if r.curve == "envelope" else {}
+        ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=r.label, **style)
     ax.set_xlabel("MACs relative to full width")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)

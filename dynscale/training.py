@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .evaluation import accuracy
-from .layers import set_width
+from .layers import PROFILE_GRADIENTS, incomplete_layers, set_profile_gradient, set_width, width_scaled
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
-CUTS = ("full",)
+CUTS = ("full", "random")
 
 
 @dataclass
@@ -34,7 +34,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     seed: int = 0
-    cut: str = "full"
+    cut: str = "full"  # "full": the MLP recipe; "random": the authors' per-layer random cuts
+    profile_gradient: str = "chain"  # or "straight-through" (weight gradient without γ)
+    train_limit: int | None = None  # train on the first N examples of a fixed shuffle
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -45,6 +47,11 @@ class TrainConfig:
             raise ValueError(f"unknown cut {self.cut!r}; choose one of {', '.join(CUTS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
+        if self.profile_gradient not in PROFILE_GRADIENTS:
+            raise ValueError(f"unknown profile gradient {self.profile_gradient!r}; "
+                             f"choose {' or '.join(PROFILE_GRADIENTS)}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
         if self.lr is None:
             self.lr = 0.05 if self.optimizer == "sgd" else 1e-3
         if not self.lr > 0:
@@ -81,23 +88,66 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
-def train(model: nn.Module, data: Dataset, config: TrainConfig,
-          progress: bool | None = None) -> dict:
-    """Trains ``model`` on ``data`` at full width with its profile applied.
+def draw_cut(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
+    """The authors' random cut: p = 1 − d, d ~ Exponential(scale 0.1), redrawn until d < 1.
+
+    With a profile range (low, high] (multiple profiles) p is mapped to low + (high − low)·p.
+
+    Args:
+        generator: the random source (seeded for reproducible training).
+        low, high: the range of widths to draw from.
+
+    Returns:
+        A width in (low, high].
+    """
+    while True:
+        d = torch.empty(1).exponential_(10.0, generator=generator).item()  # rate 10 = scale 0.1
+        if d < 1.0:
+            return low + (high - low) * (1.0 - d)
+
+
+def apply_random_cuts(model: nn.Module, generator: torch.Generator, low: float = 0.0,
+                      high: float = 1.0) -> None:
+    """Draws a fresh input width for every incomplete layer whose input is cut.
+
+    Every layer computes all its outputs (out width 1) so that each next layer can take its
+    own draw of the prefix; this is how the authors' masked implementation behaves.
+    """
+    for m in width_scaled(model):
+        m.in_width, m.out_width = 1.0, 1.0
+    for layer in incomplete_layers(model):
+        if layer.cut_input:
+            layer.in_width = draw_cut(generator, low, high)
+
+
+def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool | None = None,
+          width_range: tuple[float, float] = (0.0, 1.0), step_hook=None) -> dict:
+    """Trains ``model`` on ``data`` with its profile applied.
+
+    With ``cut="full"`` every step runs at the top of ``width_range`` (full width by default,
+    the authors' MLP recipe); with ``cut="random"`` every incomplete layer draws its own width
+    each step (their convolutional recipe).
 
     Args:
         model: a model with incomplete layers.
         data: the dataset; its train split is used.
         config: training settings.
         progress: show a tqdm bar; None shows it only on a terminal.
+        width_range: (low, high] widths to train; multiple profiles train one range each.
+        step_hook: called with no arguments after every optimizer step.
 
     Returns:
-        Metrics: final training loss, test accuracy at full width, seconds taken.
+        Metrics: final training loss, test accuracy at the top width, seconds taken.
     """
-    loader = data.loader("train", config.batch_size, shuffle=True, seed=config.seed)
+    train_data = data.limit(config.train_limit, seed=config.seed) if config.train_limit else data
+    loader = train_data.loader("train", config.batch_size, shuffle=True, seed=config.seed)
     optimizer = make_optimizer(model, config)
     schedule = make_schedule(optimizer, config, config.epochs * len(loader))
-    set_width(model, 1.0)
+    cut_generator = torch.Generator().manual_seed(config.seed + 1)
+    set_profile_gradient(model, config.profile_gradient)
+    low, high = width_range
+    set_width(model, high)
+    after_step_layers = [m for m in model.modules() if hasattr(m, "after_step")]
     model.train()
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="train", unit="epoch",
@@ -106,15 +156,23 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig,
     for _ in bar:
         total, count = 0.0, 0
         for x, y in loader:  # (B, C, H, W), (B,)
+            if config.cut == "random":
+                apply_random_cuts(model, cut_generator, low, high)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            for m in after_step_layers:
+                m.after_step()
+            if step_hook is not None:
+                step_hook()
             total += loss.item() * len(y)
             count += len(y)
         loss_value = total / count
         bar.set_postfix(loss=f"{loss_value:.4f}")
+    set_width(model, high)
+    set_profile_gradient(model, "chain")
     model.eval()
     return {
         "train_loss": loss_value,
@@ -124,7 +182,9 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig,
 
 
 def train_run(out: str | Path, model_name: str, data: Dataset | str, config: TrainConfig,
-              model_options: dict | None = None, progress: bool | None = None) -> Path:
+              model_options: dict | None = None, progress: bool | None = None,
+              profile_ranges: list[tuple[float, float]] | None = None,
+              calibrate: list[float] | None = None) -> Path:
     """Builds a registered model sized for the data, trains it, and writes a run directory.
 
     Args:
@@ -132,22 +192,42 @@ def train_run(out: str | Path, model_name: str, data: Dataset | str, config: Tra
         model_name: a registered model name.
         data: a dataset or its name.
         config: training settings (its seed also seeds the model's initialisation).
-        model_options: model config fields (e.g. ``profile``, ``hidden``); the input
+        model_options: model config fields (e.g. ``profile``, ``width_mult``); the input
             channels, input size and class count come from the data.
         progress: show a progress bar; None shows it only on a terminal.
+        profile_ranges: train a multiple-profile model over these width ranges.
+        calibrate: widths whose batch-norm statistics to measure after training.
 
     Returns:
         The run directory.
     """
-    from .checkpoint import save_run
+    from .calibration import calibrate_bn
+    from .checkpoint import build_model, save_run
     from .data import load_dataset
-    from .models import get_model
+    from .layers import incomplete_batchnorms
 
     dataset = load_dataset(data) if isinstance(data, str) else data
     seed_everything(config.seed)
     options = {"in_channels": dataset.in_channels, "input_size": dataset.input_size,
                "num_classes": dataset.num_classes, **(model_options or {})}
-    model = get_model(model_name, **options)
-    metrics = train(model, dataset, config, progress=progress)
+    model = build_model(model_name, options, profile_ranges)
+    if profile_ranges:
+        from .multiprofile import train_multi_profile
+
+        metrics = train_multi_profile(model, dataset, config, progress=progress)
+    else:
+        metrics = train(model, dataset, config, progress=progress)
+    if calibrate and incomplete_batchnorms(model):
+        calibrate_bn(model, calibration_loader(dataset, config), calibrate, progress=progress)
+        set_width(model, 1.0)
+        metrics["test_accuracy"] = accuracy(model, dataset.test_x, dataset.test_y)
     return save_run(out, model, model_name, dataset.name, training=config.to_dict(),
                     metrics=metrics)
+
+
+def calibration_loader(data: Dataset, config: TrainConfig, batches: int = 20):
+    """Training batches for batch-norm calibration: the run's own training subset, in a fixed
+    order, at most ``batches`` batches of 256."""
+    subset = data.limit(config.train_limit, seed=config.seed) if config.train_limit else data
+    subset = subset.limit(batches * 256, seed=config.seed)
+    return subset.loader("train", 256)

@@ -50,12 +50,22 @@ def test_slicing_really_shrinks_the_arithmetic():
     assert count_macs(layer, x[:, :50]) == 50 * 50
 
 
-def test_wider_input_is_narrowed_and_narrower_input_is_an_error():
-    layer = IncompleteLinear(8, 4)
+def test_wider_input_is_narrowed_and_narrower_input_is_an_error_in_eval():
+    layer = IncompleteLinear(8, 4).eval()
     set_width(layer, 0.5)
     assert layer(torch.randn(2, 8)).shape == (2, 2)
     with pytest.raises(ValueError, match="needs 4 input channels but got 3"):
         layer(torch.randn(2, 3))
+
+
+def test_narrower_input_in_training_equals_zero_masked_channels():
+    # Random cuts draw each layer's width independently; a layer then uses what it is given.
+    torch.manual_seed(0)
+    layer = IncompleteLinear(8, 4).train()
+    set_width(layer, 0.5)
+    x = torch.randn(2, 3)
+    padded = torch.cat([x, torch.zeros(2, 1)], dim=1)
+    torch.testing.assert_close(layer(x), layer(padded))
 
 
 def test_uncut_sides_keep_full_size():

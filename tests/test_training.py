@@ -56,7 +56,9 @@ def test_default_learning_rates():
 @pytest.mark.parametrize("kwargs, match", [
     ({"optimizer": "rmsprop"}, "unknown optimizer"),
     ({"schedule": "linear"}, "unknown schedule"),
-    ({"cut": "random"}, "unknown cut"),
+    ({"cut": "sometimes"}, "unknown cut"),
+    ({"profile_gradient": "none"}, "unknown profile gradient"),
+    ({"train_limit": 0}, "train limit"),
     ({"epochs": 0}, "at least 1"),
     ({"lr": -1.0}, "learning rate"),
 ])

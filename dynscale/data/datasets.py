@@ -46,6 +46,14 @@ class Dataset:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
 
+    def limit(self, n: int, seed: int = 0) -> Dataset:
+        """A copy whose train split is ``n`` examples drawn by a fixed shuffle (test unchanged)."""
+        if n >= len(self.train_y):
+            return self
+        keep = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:n]
+        return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x, self.test_y,
+                       self.num_classes)
+
     def loader(self, split: str, batch_size: int, shuffle: bool = False,
                seed: int = 0) -> DataLoader:
         """Returns a DataLoader over a split yielding ``(x, y)`` batches.

@@ -3,79 +3,53 @@
 At width p a layer keeps ``k = max(1, ceil(p·N))`` of its N input channels and computes only
 as many outputs as the next layer consumes. The weight tensor is sliced, so the arithmetic
 really shrinks; nothing is masked. The profile γ is folded into the sliced weight.
-
-A model's width is set for all its incomplete layers at once with :func:`set_width` or the
-:func:`width` context manager.
 """
 
 from __future__ import annotations
-
-import contextlib
-import math
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .profiles import ProfileSpec, make_profile
+from ..profiles import ProfileSpec, make_profile
+from .width import WidthScaled, kept_channels
+
+PROFILE_GRADIENTS = ("chain", "straight-through")
 
 
-def check_width(p: float) -> float:
-    """Validates a width fraction.
-
-    Args:
-        p: fraction of channels to keep.
-
-    Returns:
-        ``p`` as a float.
-
-    Raises:
-        ValueError: if ``p`` is NaN or outside (0, 1].
-    """
-    try:
-        p = float(p)
-    except (TypeError, ValueError):
-        raise ValueError(f"width must be a number in (0, 1], got {p!r}") from None
-    if math.isnan(p) or not 0.0 < p <= 1.0:
-        raise ValueError(f"width must be in (0, 1], got {p}")
-    return p
-
-
-def kept_channels(n: int, p: float, multiple: int = 1) -> int:
-    """Number of channels kept out of ``n`` at width ``p``: ``max(1, ceil(p·n))``.
-
-    Args:
-        n: channel count at full width.
-        p: width fraction in (0, 1].
-        multiple: round up to a multiple of this (grouped convolutions keep whole groups).
-
-    Returns:
-        The kept count, between ``multiple`` and ``n``.
-    """
-    # round() absorbs float error such as 0.3 * 10 == 3.0000000000000004.
-    units = n // multiple
-    return multiple * min(units, max(1, math.ceil(round(p * units, 9))))
-
-
-class IncompleteLayer(nn.Module):
-    """Mixin state shared by incomplete layers: the widths and which sides may be cut."""
+class IncompleteLayer(WidthScaled):
+    """State shared by incomplete layers: the profile, which sides may be cut, the cache."""
 
     cut_input: bool
     cut_output: bool
-    in_width: float
-    out_width: float
+    # "straight-through" computes the weight gradient without γ, as the authors' code does.
+    profile_gradient: str = "chain"
 
     def _init_incomplete(self, n_in: int, profile: ProfileSpec, cut_input: bool,
-                         cut_output: bool) -> None:
+                         cut_output: bool, out_multiple: int) -> None:
         self.cut_input = cut_input
         self.cut_output = cut_output
+        self.out_multiple = out_multiple
         self.in_width = 1.0
         self.out_width = 1.0
         self.register_buffer("profile", make_profile(profile, n_in))  # (N_in,)
         self._cache: tuple | None = None
 
-    def _cached(self, key: tuple, build) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the dot products use before slicing (binary layers return sign(W))."""
+        return self.weight
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Transforms the input before the product (binary layers binarize it)."""
+        return x
+
+    def _fold(self, weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        folded = weight * gamma
+        if self.profile_gradient == "straight-through":
+            return weight + (folded - weight).detach()  # forward uses γ, backward ignores it
+        return folded
+
+    def _cached(self, key: tuple, build) -> tuple:
         # Folding γ into the weight costs as much as a batch-1 product, so inference reuses it;
         # the key holds tensor versions, so an optimizer step or load_state_dict invalidates it.
         if self.training or torch.is_grad_enabled():
@@ -89,15 +63,22 @@ class IncompleteLayer(nn.Module):
         tensors = [self.weight, self.profile]
         return tensors + ([self.bias] if self.bias is not None else [])
 
-    def _check_input(self, x: torch.Tensor, k_in: int, dim: int) -> torch.Tensor:
+    def _input_channels(self, x: torch.Tensor, k_in: int, dim: int) -> int:
         c = x.shape[dim]
         if c < k_in:
+            # With random cuts (training) the layer before may keep fewer channels than this
+            # layer's own draw: using the c it has equals the authors' zero-masked channels.
+            if self.training:
+                return c
             raise ValueError(
                 f"{type(self).__name__} at width {self.in_width} needs {k_in} input channels "
                 f"but got {c}; the layer before it must keep at least as many (check its "
                 "out_multiple, or that both sit in the same model passed to set_width)"
             )
-        return x if c == k_in else x.narrow(dim, 0, k_in)
+        return k_in
+
+    def after_step(self) -> None:
+        """Called by the trainer after each optimizer step (binary layers clip weights)."""
 
 
 class IncompleteLinear(nn.Linear, IncompleteLayer):
@@ -115,8 +96,7 @@ class IncompleteLinear(nn.Linear, IncompleteLayer):
                  profile: ProfileSpec = None, cut_input: bool = True, cut_output: bool = True,
                  out_multiple: int = 1) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        self._init_incomplete(in_features, profile, cut_input, cut_output)
-        self.out_multiple = out_multiple
+        self._init_incomplete(in_features, profile, cut_input, cut_output, out_multiple)
 
     def kept(self) -> tuple[int, int]:
         """Returns (input features used, outputs computed) at the current width."""
@@ -125,16 +105,24 @@ class IncompleteLinear(nn.Linear, IncompleteLayer):
                  if self.cut_output else self.out_features)
         return k_in, k_out
 
+    def dense_weights(self, k_in: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The folded, sliced (weight, bias) at the current width, as ``forward`` uses them.
+
+        Args:
+            k_in: input features actually available (default: what the width keeps).
+        """
+        kept_in, k_out = self.kept()
+        k_in = kept_in if k_in is None else k_in
+        w = self._fold(self.effective_weight()[:k_out, :k_in], self.profile[:k_in])  # (k_out, k_in)
+        return w, None if self.bias is None else self.bias[:k_out]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in) -> (B, k_out)
         k_in, k_out = self.kept()
-        x = self._check_input(x, k_in, dim=-1)
-
-        def build():
-            w = self.weight[:k_out, :k_in] * self.profile[:k_in]  # (k_out, k_in)
-            return w, None if self.bias is None else self.bias[:k_out]
-
-        w, b = self._cached((k_in, k_out), build)
-        return F.linear(x, w, b)
+        k_in = self._input_channels(x, k_in, dim=-1)
+        if x.shape[-1] != k_in:
+            x = x[..., :k_in]
+        w, b = self._cached((k_in, k_out), lambda: self.dense_weights(k_in))
+        return F.linear(self.prepare_input(x), w, b)
 
 
 class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
@@ -162,8 +150,7 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
                 "a grouped IncompleteConv2d keeps whole groups, so cut_input and cut_output "
                 f"must be equal (got {cut_input} and {cut_output})"
             )
-        self._init_incomplete(in_channels, profile, cut_input, cut_output)
-        self.out_multiple = out_multiple
+        self._init_incomplete(in_channels, profile, cut_input, cut_output, out_multiple)
 
     def kept(self) -> tuple[int, int]:
         """Returns (input channels used, output channels computed) at the current width."""
@@ -175,26 +162,38 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
                  if self.cut_output else self.out_channels)
         return k_in, k_out
 
+    def _plan(self, k_in: int) -> tuple[int, int, int]:
+        """(inputs, outputs, groups) of the product when ``k_in`` input channels are used."""
+        if self.groups == 1:
+            return k_in, self.kept()[1], 1
+        cin_g, cout_g = self.in_channels // self.groups, self.out_channels // self.groups
+        groups = k_in // cin_g
+        return groups * cin_g, groups * cout_g, groups
+
+    def dense_weights(self, k_in: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The folded, sliced (weight, bias, groups) at the current width, as ``forward`` uses them.
+
+        Args:
+            k_in: input channels actually available (default: what the width keeps).
+        """
+        k_in, k_out, groups = self._plan(self.kept()[0] if k_in is None else k_in)
+        # γ for each (output channel, input-within-group) pair of the grouped weight.
+        gamma = self.profile[:k_in].view(groups, k_in // groups)
+        if groups > 1:
+            gamma = gamma.repeat_interleave(k_out // groups, dim=0)  # (k_out, cin_g)
+        # Grouped weights keep every input of a kept group; ungrouped ones are cut to k_in.
+        weight = self.effective_weight()
+        weight = weight[:k_out] if self.groups > 1 else weight[:k_out, :k_in]
+        w = self._fold(weight, gamma[:, :, None, None])  # (k_out, cin_g, kh, kw)
+        return w, None if self.bias is None else self.bias[:k_out], groups
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in, H, W) -> (B, k_out, H', W')
-        k_in, k_out = self.kept()
-        x = self._check_input(x, k_in, dim=1)
-        groups = self.groups * k_in // self.in_channels if self.groups > 1 else 1
-
-        def build():
-            cin_g = k_in // groups
-            cout_g = k_out // groups
-            # γ for each (output channel, input-within-group) pair of the grouped weight.
-            gamma = self.profile[:k_in].view(groups, cin_g)
-            if groups > 1:
-                gamma = gamma.repeat_interleave(cout_g, dim=0)  # (k_out, cin_g)
-            # Grouped weights keep every input of a kept group; ungrouped ones are cut to k_in.
-            weight = self.weight[:k_out] if self.groups > 1 else self.weight[:k_out, :k_in]
-            w = weight * gamma[:, :, None, None]  # (k_out, cin_g, kh, kw)
-            return w, None if self.bias is None else self.bias[:k_out]
-
-        w, b = self._cached((k_in, k_out), build)
-        return self._conv_forward(x, w, b) if groups == self.groups else F.conv2d(
-            x, w, b, self.stride, self.padding, self.dilation, groups)
+        k_in = self._input_channels(x, self.kept()[0], dim=1)
+        k_in, k_out, groups = self._plan(k_in)
+        if x.shape[1] != k_in:
+            x = x[:, :k_in]
+        w, b, groups = self._cached((k_in, k_out), lambda: self.dense_weights(k_in))
+        return F.conv2d(self.prepare_input(x), w, b, self.stride, self.padding, self.dilation, groups)
 
 
 def incomplete_layers(model: nn.Module) -> list[IncompleteLayer]:
@@ -202,41 +201,15 @@ def incomplete_layers(model: nn.Module) -> list[IncompleteLayer]:
     return [m for m in model.modules() if isinstance(m, IncompleteLayer)]
 
 
-def set_width(model: nn.Module, p: float) -> nn.Module:
-    """Sets the width of every incomplete layer of ``model`` to ``p``.
+def set_profile_gradient(model: nn.Module, mode: str) -> None:
+    """Sets how every incomplete layer differentiates through its profile.
 
     Args:
-        model: a model containing incomplete layers.
-        p: fraction of channels to keep, in (0, 1].
-
-    Returns:
-        The same model, for chaining.
-
-    Raises:
-        ValueError: if ``p`` is NaN or outside (0, 1].
+        model: the model.
+        mode: ``"chain"`` (the exact gradient, γ·∂L/∂y) or ``"straight-through"`` (the
+            authors' choice: the weight gradient computed without γ).
     """
-    p = check_width(p)
+    if mode not in PROFILE_GRADIENTS:
+        raise ValueError(f"unknown profile gradient {mode!r}; choose {' or '.join(PROFILE_GRADIENTS)}")
     for layer in incomplete_layers(model):
-        layer.in_width = p
-        layer.out_width = p
-    return model
-
-
-@contextlib.contextmanager
-def width(model: nn.Module, p: float) -> Iterator[nn.Module]:
-    """Runs the block with ``model`` at width ``p``, restoring the previous widths after.
-
-    Args:
-        model: a model containing incomplete layers.
-        p: fraction of channels to keep, in (0, 1].
-
-    Yields:
-        The model at width ``p``.
-    """
-    saved = [(m, m.in_width, m.out_width) for m in incomplete_layers(model)]
-    set_width(model, p)
-    try:
-        yield model
-    finally:
-        for m, w_in, w_out in saved:
-            m.in_width, m.out_width = w_in, w_out
+        layer.profile_gradient = mode

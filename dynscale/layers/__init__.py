@@ -1,0 +1,21 @@
+"""Layers whose cost scales with the model's width: incomplete, batch-norm, binary."""
+
+from .batchnorm import IncompleteBatchNorm1d, IncompleteBatchNorm2d, incomplete_batchnorms, width_key
+from .binary import BinaryConv2d, BinaryLinear, Sign, binarize
+from .incomplete import (
+    PROFILE_GRADIENTS,
+    IncompleteConv2d,
+    IncompleteLayer,
+    IncompleteLinear,
+    incomplete_layers,
+    set_profile_gradient,
+)
+from .width import WidthScaled, check_width, get_width, kept_channels, set_width, width, width_scaled
+
+__all__ = [
+    "PROFILE_GRADIENTS", "BinaryConv2d", "BinaryLinear", "IncompleteBatchNorm1d",
+    "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLayer", "IncompleteLinear", "Sign",
+    "WidthScaled", "binarize", "check_width", "get_width", "incomplete_batchnorms",
+    "incomplete_layers", "kept_channels", "set_profile_gradient", "set_width", "width",
+    "width_key", "width_scaled",
+]

@@ -1,0 +1,97 @@
+"""Batch-norm that follows an incomplete layer: sliced with it, with statistics per width.
+
+A network trained with one set of running statistics is wrong at other widths (the authors hid
+this by evaluating in training mode). :func:`dynscale.calibrate_bn` measures the statistics at
+each width on training data and stores them here; at a calibrated width they replace the
+running statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .width import WidthScaled
+
+
+def width_key(p: float) -> str:
+    """The buffer-name key of a width, to 1e-4: ``0.25 -> "02500"``."""
+    return f"{round(p * 10000):05d}"
+
+
+class _IncompleteBatchNorm(WidthScaled):
+    """Shared logic of the 1-D and 2-D variants; mixed into ``nn.BatchNormXd``."""
+
+    def _init_widths(self) -> None:
+        self.in_width = 1.0
+        self.out_width = 1.0
+        self.seen_channels = self.num_features
+
+    def calibrated_widths(self) -> list[float]:
+        """The widths with stored statistics, ascending."""
+        keys = [name[len("calib_mean_"):] for name, _ in self.named_buffers(recurse=False)
+                if name.startswith("calib_mean_")]
+        return sorted(int(k) / 10000 for k in keys)
+
+    def store_statistics(self, p: float, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Stores the statistics of width ``p`` (as buffers, so they are saved with the model)."""
+        key = width_key(p)
+        self.register_buffer(f"calib_mean_{key}", mean.detach().clone())
+        self.register_buffer(f"calib_var_{key}", var.detach().clone())
+
+    def clear_statistics(self) -> None:
+        """Removes every stored per-width statistic."""
+        for name in [n for n, _ in self.named_buffers(recurse=False) if n.startswith("calib_")]:
+            delattr(self, name)
+
+    def statistics(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mean, var) used in evaluation for ``c`` channels at the current width."""
+        key = width_key(self.in_width)
+        mean = getattr(self, f"calib_mean_{key}", None)
+        if mean is not None and mean.shape[0] == c:
+            return mean, getattr(self, f"calib_var_{key}")
+        return self.running_mean[:c], self.running_var[:c]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, c, ...) with c ≤ num_features
+        self._check_input_dim(x)
+        c = x.shape[1]
+        self.seen_channels = c
+        weight = None if self.weight is None else self.weight[:c]
+        bias = None if self.bias is None else self.bias[:c]
+        if self.training:
+            if self.track_running_stats and self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+            momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                        else self.momentum)
+            # Slices of the running buffers are views: F.batch_norm updates them in place.
+            mean = self.running_mean[:c] if self.track_running_stats else None
+            var = self.running_var[:c] if self.track_running_stats else None
+            return F.batch_norm(x, mean, var, weight, bias, True, momentum, self.eps)
+        mean, var = self.statistics(c)
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+
+
+class IncompleteBatchNorm2d(nn.BatchNorm2d, _IncompleteBatchNorm):
+    """``nn.BatchNorm2d`` that normalizes however many channels the layer before kept."""
+
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self._init_widths()
+
+    forward = _IncompleteBatchNorm.forward
+
+
+class IncompleteBatchNorm1d(nn.BatchNorm1d, _IncompleteBatchNorm):
+    """``nn.BatchNorm1d`` that normalizes however many features the layer before kept."""
+
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self._init_widths()
+
+    forward = _IncompleteBatchNorm.forward
+
+
+def incomplete_batchnorms(model: nn.Module) -> list[_IncompleteBatchNorm]:
+    """Returns the width-aware batch-norm layers of a model in module order."""
+    return [m for m in model.modules() if isinstance(m, _IncompleteBatchNorm)]

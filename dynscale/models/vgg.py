@@ -1,0 +1,71 @@
+"""VGG-16 for small images (SPEC §1): 13 conv 3×3 + BN + ReLU, FC 512 + BN, FC classes.
+
+IDP applies to every convolution but the first (whose input is the image). Max-pools use
+``ceil_mode`` and a global average pool precedes the classifier, so 28×28 and 8×8 inputs work
+as well as 32×32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers import IncompleteBatchNorm1d, IncompleteBatchNorm2d, IncompleteConv2d, IncompleteLinear
+from ..profiles import ProfileSpec
+from .registry import register_model
+
+# Output channels per conv, "M" for a 2×2 max-pool.
+VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+@dataclass
+class VGGConfig:
+    in_channels: int = 3
+    input_size: int = 32
+    num_classes: int = 10
+    width_mult: float = 1.0
+    profile: ProfileSpec = "linear"
+
+
+def scaled(channels: int, width_mult: float) -> int:
+    """A channel count scaled by ``width_mult`` (at least 1)."""
+    return max(1, round(channels * width_mult))
+
+
+class VGG(nn.Module):
+    def __init__(self, config: VGGConfig) -> None:
+        super().__init__()
+        if config.width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {config.width_mult}")
+        self.config = config
+        layers: list[nn.Module] = []
+        c_in, first = config.in_channels, True
+        for item in VGG16_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+                continue
+            c_out = scaled(item, config.width_mult)
+            layers += [IncompleteConv2d(c_in, c_out, 3, padding=1, bias=False, cut_input=not first,
+                                        profile=None if first else config.profile),
+                       IncompleteBatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in, first = c_out, False
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        hidden = scaled(512, config.width_mult)
+        self.classifier = nn.Sequential(
+            IncompleteLinear(c_in, hidden, bias=False, profile=config.profile),
+            IncompleteBatchNorm1d(hidden), nn.ReLU(inplace=True),
+            IncompleteLinear(hidden, config.num_classes, profile=config.profile, cut_output=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
+        x = self.features(x)  # (B, k, h, w)
+        return self.classifier(self.pool(x).flatten(1))  # (B, k) -> (B, classes)
+
+
+@register_model
+def vgg16(config: VGGConfig) -> VGG:
+    """The IDP paper's CIFAR VGG-16 (widths 64…512 scaled by ``width_mult``)."""
+    return VGG(config)

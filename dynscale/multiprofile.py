@@ -1,0 +1,184 @@
+"""Multiple profiles (SPEC §1): one network covering width ranges, each with its own profile.
+
+Every profile is a *member* network with its own first and last layer and its own batch-norm;
+the middle incomplete layers are shared by all members. Training is incremental: profile 1
+trains its range; profile i then trains its range while the weight block of every earlier
+profile (the first ``k_prev`` outputs × ``k_prev`` inputs of each shared layer) is frozen — its
+gradient masked and its values restored after each step, so earlier profiles' outputs stay
+bit-identical. At inference the profile is chosen from the requested width.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .data import Dataset
+from .layers import IncompleteLayer, WidthScaled, check_width
+from .models import get_model
+from .training import TrainConfig, train
+
+
+def parse_profile_ranges(text: str) -> list[tuple[float, float]]:
+    """Parses ``"0-0.3,0.3-1.0"`` into contiguous ranges covering (0, 1].
+
+    Raises:
+        ValueError: unless the ranges start at 0, end at 1, and each starts where the last ended.
+    """
+    ranges = []
+    for part in text.split(","):
+        low, sep, high = part.strip().partition("-")
+        try:
+            ranges.append((float(low), float(high)))
+        except ValueError:
+            raise ValueError(f"profile range {part.strip()!r} is not LOW-HIGH, e.g. 0-0.3") from None
+        if not sep:
+            raise ValueError(f"profile range {part.strip()!r} is not LOW-HIGH, e.g. 0-0.3")
+    check_profile_ranges(ranges)
+    return ranges
+
+
+def check_profile_ranges(ranges: list[tuple[float, float]]) -> None:
+    """Checks ranges are increasing, contiguous, and cover (0, 1]."""
+    if not ranges:
+        raise ValueError("give at least one profile range, e.g. 0-0.3,0.3-1.0")
+    if ranges[0][0] != 0 or ranges[-1][1] != 1:
+        raise ValueError(f"profile ranges must start at 0 and end at 1, got {ranges}")
+    for (a, b), nxt in zip(ranges, ranges[1:] + [None], strict=True):
+        if not a < b:
+            raise ValueError(f"profile range {a}-{b} is empty; each range must be LOW < HIGH")
+        if nxt is not None and nxt[0] != b:
+            raise ValueError(f"profile ranges must be contiguous: {a}-{b} is followed by {nxt[0]}-{nxt[1]}")
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, attr, new)
+
+
+class MultiProfileModel(WidthScaled):
+    """Members sharing their middle incomplete layers; the width picks the member.
+
+    Args:
+        members: one network per profile, of the same architecture.
+        ranges: the (low, high] width range of each profile, contiguous over (0, 1].
+    """
+
+    def __init__(self, members: list[nn.Module], ranges: list[tuple[float, float]]) -> None:
+        super().__init__()
+        check_profile_ranges(ranges)
+        if len(members) != len(ranges):
+            raise ValueError(f"{len(members)} members for {len(ranges)} profile ranges")
+        self.members = nn.ModuleList(members)
+        self.ranges = [tuple(r) for r in ranges]
+        self.config = members[0].config
+        self.forced_profile: int | None = None
+        names = [n for n, m in members[0].named_modules() if isinstance(m, IncompleteLayer)]
+        self.shared_names = names[1:-1]  # the first and last layer stay private
+        for member in members[1:]:
+            for name in self.shared_names:
+                _replace(member, name, members[0].get_submodule(name))
+
+    def profile_index(self, p: float) -> int:
+        """The profile whose range holds width ``p``."""
+        p = check_width(p)
+        return next(i for i, (_, high) in enumerate(self.ranges) if p <= high + 1e-9)
+
+    @property
+    def active_profile(self) -> int:
+        return self.forced_profile if self.forced_profile is not None else self.profile_index(self.in_width)
+
+    def active_member(self) -> nn.Module:
+        """The member that runs at the current width (or the forced one)."""
+        return self.members[self.active_profile]
+
+    @contextlib.contextmanager
+    def use_profile(self, index: int) -> Iterator[nn.Module]:
+        """Forces profile ``index`` whatever the width, inside the block."""
+        if not 0 <= index < len(self.ranges):
+            raise ValueError(f"profile {index} does not exist; this model has {len(self.ranges)}")
+        previous, self.forced_profile = self.forced_profile, index
+        try:
+            yield self
+        finally:
+            self.forced_profile = previous
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.active_member()(x)
+
+    def frozen_blocks(self, index: int) -> dict[str, tuple[int, int]]:
+        """For training profile ``index``: per shared layer, the (outputs, inputs) block that
+        earlier profiles own, i.e. what that layer keeps at the previous profile's top width."""
+        if index == 0:
+            return {}
+        top = self.ranges[index - 1][1]
+        blocks = {}
+        for name in self.shared_names:
+            layer = self.members[0].get_submodule(name)
+            saved = (layer.in_width, layer.out_width)
+            layer.in_width = layer.out_width = top
+            blocks[name] = layer.kept()
+            layer.in_width, layer.out_width = saved
+        return blocks
+
+
+def build_multi_profile(model_name: str, ranges: list[tuple[float, float]], **cfg) -> MultiProfileModel:
+    """Builds a registered model once per profile range and shares the middle layers."""
+    return MultiProfileModel([get_model(model_name, **cfg) for _ in ranges], ranges)
+
+
+@contextlib.contextmanager
+def freeze_blocks(model: MultiProfileModel, index: int) -> Iterator:
+    """Masks the gradient of earlier profiles' weight blocks and yields a function that
+    restores their values (call it after every optimizer step: weight decay and momentum
+    would otherwise move them)."""
+    hooks, snapshots = [], []
+    for name, (k_out, k_in) in model.frozen_blocks(index).items():
+        layer = model.members[0].get_submodule(name)
+        grouped = getattr(layer, "groups", 1) > 1
+        block = (slice(0, k_out),) if grouped else (slice(0, k_out), slice(0, k_in))
+        mask = torch.ones_like(layer.weight)
+        mask[block] = 0
+        hooks.append(layer.weight.register_hook(lambda g, m=mask: g * m))
+        snapshots.append((layer.weight, block, layer.weight.detach()[block].clone()))
+        if layer.bias is not None:
+            bias_mask = torch.ones_like(layer.bias)
+            bias_mask[:k_out] = 0
+            hooks.append(layer.bias.register_hook(lambda g, m=bias_mask: g * m))
+            snapshots.append((layer.bias, (slice(0, k_out),), layer.bias.detach()[:k_out].clone()))
+
+    @torch.no_grad()
+    def restore() -> None:
+        for tensor, block, value in snapshots:
+            tensor[block] = value
+
+    try:
+        yield restore
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def train_multi_profile(model: MultiProfileModel, data: Dataset, config: TrainConfig,
+                        progress: bool | None = None) -> dict:
+    """Trains the profiles one after another, each on its own width range.
+
+    Returns:
+        Metrics: per-profile training metrics, and test accuracy at full width.
+    """
+    per_profile = []
+    for index, (low, high) in enumerate(model.ranges):
+        with freeze_blocks(model, index) as restore:
+            metrics = train(model.members[index], data, config, progress=progress,
+                            width_range=(low, high), step_hook=restore)
+        per_profile.append({"range": [low, high], **metrics})
+    model.eval()
+    return {
+        "profiles": per_profile,
+        "train_loss": per_profile[-1]["train_loss"],
+        "test_accuracy": per_profile[-1]["test_accuracy"],
+        "train_seconds": round(sum(p["train_seconds"] for p in per_profile), 3),
+    }

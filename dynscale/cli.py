@@ -50,16 +50,50 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .multiprofile import parse_profile_ranges
+    from .sweep import parse_widths
     from .training import TrainConfig, train_run
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                          lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                         schedule=args.schedule, seed=args.seed, cut=args.cut)
+                         schedule=args.schedule, seed=args.seed, cut=args.cut,
+                         profile_gradient=args.profile_gradient, train_limit=args.train_limit)
     options = {"profile": _parse_profile(args.profile), **_parse_sets(args.set)}
-    out = train_run(args.out, args.model, args.data, config, options)
+    if args.width_mult is not None:
+        options["width_mult"] = args.width_mult
+    ranges = parse_profile_ranges(args.profiles) if args.profiles else None
+    calibrate = parse_widths(args.calibrate) if args.calibrate else None
+    out = train_run(args.out, args.model, args.data, config, options, profile_ranges=ranges,
+                    calibrate=calibrate)
     metrics = json.loads((Path(out) / "config.json").read_text())["metrics"]
     print(f"wrote {out}: test accuracy {100 * metrics['test_accuracy']:.2f}% at full width "
           f"({metrics['train_seconds']:.1f} s)")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from .calibration import calibrate_run
+    from .sweep import parse_widths
+
+    widths = calibrate_run(args.run, parse_widths(args.widths), data=args.data, batches=args.batches)
+    print(f"{args.run}: batch-norm statistics stored for widths {', '.join(f'{w:g}' for w in widths)}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_run
+
+    path = export_run(args.run, args.width, args.format, args.out)
+    print(f"wrote {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import bench_run, format_bench
+    from .sweep import parse_widths
+
+    points = bench_run(args.run, parse_widths(args.widths), _int_list(args.batch), args.threads,
+                       args.rounds, args.json)
+    print(format_bench(points))
+    if args.json:
+        print(f"wrote {args.json}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -79,6 +113,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.plot:
         plot(results, args.plot, **({"title": args.title} if args.title else {}))
         print(f"wrote {args.plot}")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+
+    out = args.out or f"runs/reproduce-{args.paper}{'-quick' if args.quick else ''}"
+    only = [e.strip() for e in args.only.split(",")] if args.only else None
+    reproduce(args.paper, out, quick=args.quick, only=only)
+    print(f"\nwrote {out}/summary.md, and JSON, Markdown and PNG per experiment")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -131,7 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "step"])
-    p.add_argument("--cut", default="full", choices=["full"], help="width used while training")
+    p.add_argument("--cut", default="full", choices=["full", "random"],
+                   help="full: train at full width (MLP recipe); random: per-layer random cuts (conv recipe)")
+    p.add_argument("--profile-gradient", default="chain", choices=["chain", "straight-through"],
+                   help="straight-through: the authors' weight gradient without the profile")
+    p.add_argument("--profiles", default=None, metavar="RANGES",
+                   help="multiple profiles, e.g. 0-0.3,0.3-1.0, trained one after another")
+    p.add_argument("--width-mult", type=float, default=None, help="scale every channel count (conv models)")
+    p.add_argument("--train-limit", type=int, default=None, help="train on N examples of a fixed shuffle")
+    p.add_argument("--calibrate", default=None, metavar="WIDTHS",
+                   help="after training, store batch-norm statistics for these widths")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. --set hidden=[200,200] (repeatable)")
@@ -150,6 +202,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1,64", help="batch sizes timed with --latency")
     p.add_argument("--threads", type=int, default=1, help="threads used with --latency")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("calibrate", help="store batch-norm statistics per width in a run")
+    p.add_argument("run")
+    p.add_argument("--widths", default="0.1,0.25,0.5,0.75,1.0")
+    p.add_argument("--data", default=None, help="calibrate on this dataset's training split instead")
+    p.add_argument("--batches", type=int, default=20, help="batches of 256 per width")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("export", help="write one width as a plain dense model (ONNX or safetensors)")
+    p.add_argument("run")
+    p.add_argument("--width", type=float, required=True)
+    p.add_argument("--format", default="onnx", choices=["onnx", "safetensors"])
+    p.add_argument("--out", default=None, help="default RUN/export-wW.onnx or RUN/export-wW/")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="median latency per width: dynamic and dense, vs the MAC ratio")
+    p.add_argument("run")
+    p.add_argument("--widths", default="0.25,0.5,0.75,1.0")
+    p.add_argument("--batch", default="1,64")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved repetitions per width")
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("reproduce", help="run a paper's experiments at CPU scale (Fashion-MNIST)")
+    p.add_argument("paper", choices=["idp"])
+    p.add_argument("--quick", action="store_true", help="a few minutes instead of up to an hour")
+    p.add_argument("--out", default=None, help="default runs/reproduce-PAPER[-quick]")
+    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="the IDP demo: MLP on digits, all-one vs linear profile")
     p.add_argument("--out", default="runs/demo")

@@ -99,15 +99,16 @@ def sweep_model(model: nn.Module, data: Dataset, widths: list[float],
     return points
 
 
-def sweep_runs(run_dirs: list[str], widths: list[float], data: str | None = None,
+def sweep_runs(run_dirs: list[str], widths: list[float], data: str | Dataset | None = None,
                latency: LatencyConfig | None = None, progress: bool | None = None
                ) -> list[SweepResult]:
-    """Loads and sweeps each run directory (each on its own dataset unless ``data`` is given)."""
-    datasets: dict[str, Dataset] = {}
+    """Loads and sweeps each run directory (each on its own dataset unless ``data``, a name or
+    a loaded dataset, is given)."""
+    datasets: dict[str, Dataset] = {data.name: data} if isinstance(data, Dataset) else {}
     results = []
     for run_dir in run_dirs:
         run = load_run(run_dir)
-        name = data or run.data
+        name = data.name if isinstance(data, Dataset) else data or run.data
         if name not in datasets:
             datasets[name] = load_dataset(name)
         check_compatible(run.config["model"]["config"], datasets[name], str(run_dir))

@@ -76,6 +76,13 @@ def test_list(capsys):
     (["train", "--epochs", "zero", "--out", "{tmp}/x"], ["invalid int value"]),
     (["sweep"], ["required"]),
     (["frobnicate"], ["invalid choice"]),
+    (["train", "--data", "synthetic", "--profiles", "0-0.5", "--out", "{tmp}/x"], ["end at 1"]),
+    (["train", "--data", "synthetic", "--calibrate", "0,1", "--out", "{tmp}/x"], ["width must be in (0, 1]"]),
+    (["export", "{run}", "--width", "2"], ["width must be in (0, 1], got 2"]),
+    (["export", "{run}", "--width", "0.5", "--format", "tflite"], ["invalid choice"]),
+    (["calibrate", "{run}", "--widths", "0.5"], ["no IncompleteBatchNorm layers"]),
+    (["bench", "{tmp}/missing"], ["no run directory"]),
+    (["reproduce", "alexnet"], ["invalid choice"]),
 ])
 def test_errors_are_one_line_exit_2(mlp_run, tmp_path, args, fragments):
     corrupt = tmp_path / "corrupt"
@@ -106,3 +113,34 @@ def test_sweep_on_data_of_another_shape_is_refused(mlp_run, tmp_path):
     make_idx_dir(tmp_path / "small", gz=True)  # 4x4 images, 3 classes
     proc = run_cli("sweep", mlp_run, "--data", f"idx:{tmp_path / 'small'}")
     assert_one_line_error(proc, "input_size=8 but dataset idx:", "has 4")
+
+
+def test_conv_training_calibrate_export_bench(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    run = tmp_path / "vgg"
+    assert main(["train", "--model", "vgg16", "--data", "synthetic", "--width-mult", "0.0625", "--cut", "random",
+                 "--profile-gradient", "straight-through", "--epochs", "1", "--train-limit", "200",
+                 "--calibrate", "0.5,1.0", "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["calibrated_widths"] == [0.5, 1.0] and cfg["training"]["cut"] == "random"
+    assert cfg["model"]["config"]["width_mult"] == 0.0625
+    assert main(["calibrate", str(run), "--widths", "0.25", "--batches", "1"]) == 0
+    assert "0.25, 0.5, 1" in capsys.readouterr().out
+    assert main(["export", str(run), "--width", "0.5", "--out", str(tmp_path / "v.onnx")]) == 0
+    ort.InferenceSession(str(tmp_path / "v.onnx"))
+    assert main(["export", str(run), "--width", "0.25", "--format", "safetensors"]) == 0
+    assert (run / "export-w0.25" / "model.safetensors").is_file()
+    assert main(["bench", str(run), "--widths", "0.5", "--batch", "2", "--rounds", "1",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert "ratio/ideal" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [p["width"] for p in doc["points"]] == [1.0, 0.5] and doc["model"] == "vgg16"
+
+
+def test_train_two_profiles_and_sweep(tmp_path, capsys):
+    run = tmp_path / "mp"
+    assert main(["train", "--data", "synthetic", "--profiles", "0-0.3,0.3-1.0", "--epochs", "1",
+                 "--set", "hidden=[12,12]", "--out", str(run)]) == 0
+    assert main(["sweep", str(run), "--widths", "0.2,1.0", "--plot", str(tmp_path / "p.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "[profile 1 (0-0.3)]" in printed and "[envelope]" in printed

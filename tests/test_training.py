@@ -65,3 +65,59 @@ def test_default_learning_rates():
 def test_bad_training_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_random_cut_draws_follow_the_authors_distribution():
+    from dynscale.training import draw_cut
+
+    g = torch.Generator().manual_seed(0)
+    draws = torch.tensor([draw_cut(g) for _ in range(4000)])
+    assert (draws > 0).all() and (draws <= 1).all()
+    assert abs((1 - draws).mean().item() - 0.1) < 0.01  # d ~ Exponential(scale 0.1)
+    ranged = [draw_cut(g, 0.3, 1.0) for _ in range(500)]
+    assert min(ranged) > 0.3 and max(ranged) <= 1.0
+
+
+def test_random_cuts_set_each_cut_layer_its_own_width():
+    from dynscale.layers import incomplete_layers
+    from dynscale.training import apply_random_cuts
+
+    model = get_model("vgg16", in_channels=1, input_size=8, width_mult=0.125)
+    apply_random_cuts(model, torch.Generator().manual_seed(0))
+    layers = incomplete_layers(model)
+    widths = [m.in_width for m in layers if m.cut_input]
+    assert len(set(widths)) == len(widths) and all(0 < w <= 1 for w in widths)
+    assert all(m.in_width == 1.0 for m in layers if not m.cut_input)
+    assert all(m.out_width == 1.0 for m in layers)
+    model.train()
+    assert model(torch.randn(4, 1, 8, 8)).shape == (4, 10)
+
+
+def test_random_cut_training_learns_and_is_deterministic(synthetic):
+    states = []
+    for _ in range(2):
+        model = fresh_model()
+        metrics = train(model, synthetic, TrainConfig(epochs=10, cut="random"), progress=False)
+        states.append(model.state_dict())
+    assert metrics["test_accuracy"] > 0.7
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_straight_through_profile_gradient_ignores_gamma():
+    from dynscale.layers import IncompleteLinear, set_profile_gradient
+
+    x = torch.randn(3, 4)
+    grads = {}
+    for mode in ("chain", "straight-through"):
+        torch.manual_seed(0)
+        layer = IncompleteLinear(4, 2, profile="linear")
+        set_profile_gradient(layer, mode)
+        out = layer(x)
+        out.sum().backward()
+        grads[mode] = layer.weight.grad
+    gamma = torch.tensor([1, 0.75, 0.5, 0.25])
+    plain = torch.ones(2, 1) * x.sum(0, keepdim=True)
+    torch.testing.assert_close(grads["chain"], plain * gamma)
+    torch.testing.assert_close(grads["straight-through"], plain)
+    with pytest.raises(ValueError, match="unknown profile gradient"):
+        set_profile_gradient(layer, "sideways")

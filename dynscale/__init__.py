@@ -1,14 +1,27 @@
 """dynscale: dynamic computation scaling for neural-network inference."""
 
+from . import export  # noqa: F401  (dynscale.export.dense)
+from .calibration import calibrate_bn
 from .errors import CheckpointError, DataError, DynscaleError
-from .layers import IncompleteConv2d, IncompleteLinear, kept_channels, set_width, width
+from .layers import (
+    BinaryConv2d,
+    BinaryLinear,
+    IncompleteBatchNorm1d,
+    IncompleteBatchNorm2d,
+    IncompleteConv2d,
+    IncompleteLinear,
+    kept_channels,
+    set_width,
+    width,
+)
 from .models import get_model, list_models, register_model
 from .profiles import list_profiles, make_profile
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "DataError", "DynscaleError", "IncompleteConv2d", "IncompleteLinear",
-    "get_model", "kept_channels", "list_models", "list_profiles", "make_profile",
+    "BinaryConv2d", "BinaryLinear", "CheckpointError", "DataError", "DynscaleError",
+    "IncompleteBatchNorm1d", "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLinear",
+    "calibrate_bn", "get_model", "kept_channels", "list_models", "list_profiles", "make_profile",
     "register_model", "set_width", "width",
 ]

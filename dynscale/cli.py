@@ -137,12 +137,16 @@ def cmd_info(args: argparse.Namespace) -> None:
 
     run = load_run(args.run)
     cfg = run.config
-    params = sum(p.numel() for p in run.model.parameters())
+    params = sum(p.numel() for p in run.model.parameters())  # shared parameters count once
     print(f"run:        {run.path}")
     print(f"model:      {run.model_name} {json.dumps(cfg['model']['config'])}")
     print(f"profile:    {run.profile}")
     print(f"data:       {run.data}")
     print(f"parameters: {params} in {len(incomplete_layers(run.model))} incomplete layers")
+    if run.profile_ranges:
+        print(f"profiles:   {', '.join(f'{a:g}-{b:g}' for a, b in run.profile_ranges)}")
+    calibrated = ", ".join(f"{w:g}" for w in cfg.get("calibrated_widths") or [])
+    print(f"batch-norm: {'calibrated at ' + calibrated if calibrated else 'not calibrated'}")
     print(f"training:   {json.dumps(cfg.get('training', {}))}")
     print(f"metrics:    {json.dumps(cfg.get('metrics', {}))}")
 

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynscale import get_model
-from dynscale.calibration import calibrate_bn, calibrated_widths, calibrate_run
+from dynscale.calibration import calibrate_bn, calibrate_run, calibrated_widths
 from dynscale.checkpoint import load_run, save_run
 from dynscale.layers import IncompleteBatchNorm2d, IncompleteConv2d, set_width, width
 from dynscale.sweep import sweep_runs

@@ -211,13 +211,15 @@ def train_run(out: str | Path, model_name: str, data: Dataset | str, config: Tra
     options = {"in_channels": dataset.in_channels, "input_size": dataset.input_size,
                "num_classes": dataset.num_classes, **(model_options or {})}
     model = build_model(model_name, options, profile_ranges)
+    if calibrate and not incomplete_batchnorms(model):
+        raise ValueError(f"model {model_name!r} has no batch-norm to calibrate; drop --calibrate")
     if profile_ranges:
         from .multiprofile import train_multi_profile
 
         metrics = train_multi_profile(model, dataset, config, progress=progress)
     else:
         metrics = train(model, dataset, config, progress=progress)
-    if calibrate and incomplete_batchnorms(model):
+    if calibrate:
         calibrate_bn(model, calibration_loader(dataset, config), calibrate, progress=progress)
         set_width(model, 1.0)
         metrics["test_accuracy"] = accuracy(model, dataset.test_x, dataset.test_y)

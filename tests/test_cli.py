@@ -81,6 +81,7 @@ def test_list(capsys):
     (["export", "{run}", "--width", "2"], ["width must be in (0, 1], got 2"]),
     (["export", "{run}", "--width", "0.5", "--format", "tflite"], ["invalid choice"]),
     (["calibrate", "{run}", "--widths", "0.5"], ["no IncompleteBatchNorm layers"]),
+    (["train", "--data", "synthetic", "--calibrate", "0.5", "--out", "{tmp}/x"], ["no batch-norm to calibrate"]),
     (["bench", "{tmp}/missing"], ["no run directory"]),
     (["reproduce", "alexnet"], ["invalid choice"]),
 ])

@@ -69,3 +69,20 @@ def test_mlp_hidden_sizes_and_input_size_are_configurable():
     assert model(torch.randn(2, 3, 4, 4)).shape == (2, 7)
     with pytest.raises(ValueError, match="at least one hidden layer"):
         get_model("mlp", hidden=[])
+
+
+@pytest.mark.parametrize("name", ["vgg16", "mobilenet"])
+def test_conv_models_scale_channels_and_reject_bad_width_mult(name):
+    half = get_model(name, width_mult=0.5)
+    full = get_model(name)
+    assert sum(p.numel() for p in half.parameters()) < 0.3 * sum(p.numel() for p in full.parameters())
+    with pytest.raises(ValueError, match="width_mult must be > 0"):
+        get_model(name, width_mult=0)
+
+
+def test_vgg16_has_thirteen_convs_and_the_first_is_never_cut():
+    model = get_model("vgg16")
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 13 and [c.out_channels for c in convs][:3] == [64, 64, 128]
+    assert not convs[0].cut_input and all(c.cut_input for c in convs[1:])
+    assert (convs[0].profile == 1).all()

@@ -5,27 +5,20 @@ IDP applies to the inputs of both the depthwise and the pointwise convolution of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ..layers import IncompleteBatchNorm2d, IncompleteConv2d, IncompleteLinear
 from ..profiles import ProfileSpec
+from .common import ConvNetConfig, scaled
 from .registry import register_model
-from .vgg import scaled
 
 # (output channels, stride) of each depthwise-separable block.
 MOBILENET_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1)]
 
 
-@dataclass
-class MobileNetConfig:
-    in_channels: int = 3
-    input_size: int = 32
-    num_classes: int = 10
-    width_mult: float = 1.0
-    profile: ProfileSpec = "linear"
+class MobileNetConfig(ConvNetConfig):
+    """Config of the mobilenet family (see ``ConvNetConfig``)."""
 
 
 class DepthwiseSeparable(nn.Module):
@@ -48,8 +41,6 @@ class DepthwiseSeparable(nn.Module):
 class MobileNet(nn.Module):
     def __init__(self, config: MobileNetConfig) -> None:
         super().__init__()
-        if config.width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {config.width_mult}")
         self.config = config
         c = scaled(64, config.width_mult)
         self.stem = nn.Sequential(

@@ -7,38 +7,24 @@ as well as 32×32.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ..layers import IncompleteBatchNorm1d, IncompleteBatchNorm2d, IncompleteConv2d, IncompleteLinear
-from ..profiles import ProfileSpec
+from .common import ConvNetConfig, scaled
 from .registry import register_model
 
 # Output channels per conv, "M" for a 2×2 max-pool.
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-@dataclass
-class VGGConfig:
-    in_channels: int = 3
-    input_size: int = 32
-    num_classes: int = 10
-    width_mult: float = 1.0
-    profile: ProfileSpec = "linear"
-
-
-def scaled(channels: int, width_mult: float) -> int:
-    """A channel count scaled by ``width_mult`` (at least 1)."""
-    return max(1, round(channels * width_mult))
+class VGGConfig(ConvNetConfig):
+    """Config of the vgg family (see ``ConvNetConfig``)."""
 
 
 class VGG(nn.Module):
     def __init__(self, config: VGGConfig) -> None:
         super().__init__()
-        if config.width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {config.width_mult}")
         self.config = config
         layers: list[nn.Module] = []
         c_in, first = config.in_channels, True

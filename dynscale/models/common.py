@@ -1,0 +1,27 @@
+"""Pieces shared by the convolutional model families."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..profiles import ProfileSpec
+
+
+@dataclass
+class ConvNetConfig:
+    """Input shape, classes, channel scaling and profile of a convolutional network."""
+
+    in_channels: int = 3
+    input_size: int = 32
+    num_classes: int = 10
+    width_mult: float = 1.0
+    profile: ProfileSpec = "linear"
+
+    def __post_init__(self) -> None:
+        if self.width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {self.width_mult}")
+
+
+def scaled(channels: int, width_mult: float) -> int:
+    """A channel count scaled by ``width_mult`` (at least 1)."""
+    return max(1, round(channels * width_mult))

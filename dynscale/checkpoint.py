@@ -96,6 +96,7 @@ def save_run(directory: str | Path, model: nn.Module, model_name: str, data: str
     model_entry = {"name": model_name, "config": model_config_dict(model)}
     if isinstance(model, MultiProfileModel):
         model_entry["profiles"] = [list(r) for r in model.ranges]
+        model_entry["shared"] = model.shared
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -157,7 +158,8 @@ def load_run(directory: str | Path) -> Run:
     if model_cfg.get("profile") == "custom":  # the coefficients are restored from the weights
         model_cfg["profile"] = None
     try:
-        model = build_model(config["model"]["name"], model_cfg, config["model"].get("profiles"))
+        model = build_model(config["model"]["name"], model_cfg, config["model"].get("profiles"),
+                            shared=config["model"].get("shared", True))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{directory / CONFIG}: cannot build the model: {e}") from None
     weights = directory / WEIGHTS
@@ -174,12 +176,14 @@ def load_run(directory: str | Path) -> Run:
     return Run(directory, model, config)
 
 
-def build_model(name: str, model_cfg: dict, profile_ranges: list | None = None) -> nn.Module:
-    """Builds a registered model, or a multiple-profile model when ranges are given."""
+def build_model(name: str, model_cfg: dict, profile_ranges: list | None = None,
+                shared: bool = True) -> nn.Module:
+    """Builds a registered model, or a multiple-member model when ranges are given (members
+    share their middle layers for multiple profiles; not for an independent family)."""
     if profile_ranges:
         from .multiprofile import build_multi_profile
 
-        return build_multi_profile(name, [tuple(r) for r in profile_ranges], **model_cfg)
+        return build_multi_profile(name, [tuple(r) for r in profile_ranges], shared=shared, **model_cfg)
     return get_model(name, **model_cfg)
 
 

@@ -39,6 +39,13 @@ def _parse_sets(pairs: list[str]) -> dict:
     return options
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -57,7 +64,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                          lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                          schedule=args.schedule, seed=args.seed, cut=args.cut,
-                         profile_gradient=args.profile_gradient, train_limit=args.train_limit)
+                         profile_gradient=args.profile_gradient, train_limit=args.train_limit,
+                         recipe=args.recipe, sandwich=args.sandwich, min_width=args.min_width,
+                         distill=not args.no_distill, family_widths=_float_list(args.family_widths))
     options = {"profile": _parse_profile(args.profile), **_parse_sets(args.set)}
     if args.width_mult is not None:
         options["width_mult"] = args.width_mult
@@ -124,6 +133,29 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"\nwrote {out}/summary.md, and JSON, Markdown and PNG per experiment")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import compare
+
+    out = args.out or f"runs/compare-{args.model}-{args.data}"
+    compare(args.model, args.data, out, widths=_float_list(args.widths), epochs=args.epochs,
+            train_limit=args.train_limit, width_mult=args.width_mult, seed=args.seed,
+            batch_size=args.batch_size)
+    print(f"\nwrote {out}/compare.json, compare.md and compare.png")
+
+
+def cmd_pick(args: argparse.Namespace) -> None:
+    from .controller import Controller
+    from .sweep import parse_widths
+
+    source = args.sweep or args.run
+    controller = Controller.from_sweep(source, run=args.run if args.sweep else None,
+                                       widths=parse_widths(args.widths), batch_sizes=[args.batch])
+    choice = controller.pick(macs_ratio=args.macs_ratio, latency_ms=args.latency_ms, batch=args.batch)
+    latency = f", {choice.latency_ms:.4g} ms at batch {args.batch}" if choice.latency_ms is not None else ""
+    print(f"width {choice.width:g}: expected accuracy {100 * choice.accuracy:.2f}% "
+          f"(MAC ratio {choice.macs_ratio:.3f}{latency})")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import demo_report, run_demo
 
@@ -188,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, default=None, help="train on N examples of a fixed shuffle")
     p.add_argument("--calibrate", default=None, metavar="WIDTHS",
                    help="after training, store batch-norm statistics for these widths")
+    p.add_argument("--recipe", default="idp", choices=["idp", "us", "independent"],
+                   help="idp: the paper's (see --cut); us: universally slimmable; independent: "
+                        "one network per width of --family-widths")
+    p.add_argument("--sandwich", type=int, default=4, help="us: widths per step (largest, smallest, random)")
+    p.add_argument("--min-width", type=float, default=0.25, help="us: the smallest width trained")
+    p.add_argument("--no-distill", action="store_true", help="us: narrow widths learn from labels only")
+    p.add_argument("--family-widths", default="0.25,0.5,0.75,1.0", help="independent: the widths")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. --set hidden=[200,200] (repeatable)")
@@ -236,6 +275,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default runs/reproduce-PAPER[-quick]")
     p.add_argument("--only", default=None, help="comma-separated experiment names")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("compare", help="independent networks vs IDP vs universally slimmable, one table")
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--widths", default="0.25,0.5,0.75,1.0", help="the independent networks' widths, swept by all")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--width-mult", type=float, default=None, help="conv models: scale every channel count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default runs/compare-MODEL-DATA")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("pick", help="the best width for a MAC or latency budget, from a measured sweep")
+    p.add_argument("run", help="run directory (swept now, with latency) or its name in --sweep")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--macs-ratio", type=float, help="budget as a fraction of full-width MACs")
+    budget.add_argument("--latency-ms", type=float, help="budget in ms per forward pass at --batch")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the latency budget")
+    p.add_argument("--sweep", default=None, help="use this sweep JSON (from sweep --json) instead of measuring")
+    p.add_argument("--widths", default="0.1,0.25,0.5,0.75,1.0", help="widths to sweep when measuring")
+    p.set_defaults(func=cmd_pick)
 
     p = sub.add_parser("demo", help="the IDP demo: MLP on digits, all-one vs linear profile")
     p.add_argument("--out", default="runs/demo")

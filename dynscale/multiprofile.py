@@ -65,9 +65,12 @@ class MultiProfileModel(WidthScaled):
     Args:
         members: one network per profile, of the same architecture.
         ranges: the (low, high] width range of each profile, contiguous over (0, 1].
+        shared: share the middle layers (multiple profiles); False keeps the members wholly
+            separate (an independently trained family, one network per width).
     """
 
-    def __init__(self, members: list[nn.Module], ranges: list[tuple[float, float]]) -> None:
+    def __init__(self, members: list[nn.Module], ranges: list[tuple[float, float]],
+                 shared: bool = True) -> None:
         super().__init__()
         check_profile_ranges(ranges)
         if len(members) != len(ranges):
@@ -76,8 +79,9 @@ class MultiProfileModel(WidthScaled):
         self.ranges = [tuple(r) for r in ranges]
         self.config = members[0].config
         self.forced_profile: int | None = None
+        self.shared = shared
         names = [n for n, m in members[0].named_modules() if isinstance(m, IncompleteLayer)]
-        self.shared_names = names[1:-1]  # the first and last layer stay private
+        self.shared_names = names[1:-1] if shared else []  # the first and last layer stay private
         for member in members[1:]:
             for name in self.shared_names:
                 _replace(member, name, members[0].get_submodule(name))
@@ -125,9 +129,10 @@ class MultiProfileModel(WidthScaled):
         return blocks
 
 
-def build_multi_profile(model_name: str, ranges: list[tuple[float, float]], **cfg) -> MultiProfileModel:
-    """Builds a registered model once per profile range and shares the middle layers."""
-    return MultiProfileModel([get_model(model_name, **cfg) for _ in ranges], ranges)
+def build_multi_profile(model_name: str, ranges: list[tuple[float, float]], shared: bool = True,
+                        **cfg) -> MultiProfileModel:
+    """Builds a registered model once per range; with ``shared`` the middle layers are shared."""
+    return MultiProfileModel([get_model(model_name, **cfg) for _ in ranges], ranges, shared=shared)
 
 
 @contextlib.contextmanager

@@ -36,8 +36,17 @@ def run_settings(plan: dict, name: str, mode: str) -> tuple[dict, TrainConfig, d
     spec = plan["runs"][name]
     family = dict(plan["settings"][mode][spec["model"]])  # a copy: options are popped below
     options = {"profile": spec["profile"], **{k: family.pop(k) for k in MODEL_OPTIONS if k in family}}
-    config = TrainConfig(cut=spec.get("cut", "full"), **family)
+    recipe = {k: spec[k] for k in ("cut", "recipe", "family_widths") if k in spec}
+    config = TrainConfig(**{**family, **recipe})
     return spec, config, options
+
+
+def has_batchnorm(model_name: str, options: dict) -> bool:
+    """Whether a registered model (built with ``options``) has width-aware batch-norm."""
+    from .layers import incomplete_batchnorms
+    from .models import get_model
+
+    return bool(incomplete_batchnorms(get_model(model_name, **options)))
 
 
 def _same_run(run_dir: Path, expected: dict) -> bool:
@@ -88,7 +97,7 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
             print(f"[reproduce] {name}: reusing {run_dir}")
             continue
         print(f"[reproduce] training {name} ({spec['model']}, {mode})", flush=True)
-        calibrate = widths if spec["model"] != "mlp" else None
+        calibrate = widths if has_batchnorm(spec["model"], options) else None
         train_run(run_dir, spec["model"], data, config, options, progress=progress,
                   profile_ranges=ranges, calibrate=calibrate)
         _mark(run_dir, record)

@@ -112,7 +112,7 @@ def sweep_runs(run_dirs: list[str], widths: list[float], data: str | Dataset | N
         if name not in datasets:
             datasets[name] = load_dataset(name)
         check_compatible(run.config["model"]["config"], datasets[name], str(run_dir))
-        if isinstance(run.model, MultiProfileModel):
+        if isinstance(run.model, MultiProfileModel) and run.model.shared:
             results += sweep_profiles(run.model, datasets[name], widths, latency, progress,
                                       SweepResult(str(run_dir), run.model_name, run.profile, name))
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,19 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .evaluation import accuracy
-from .layers import PROFILE_GRADIENTS, incomplete_layers, set_profile_gradient, set_width, width_scaled
+from .layers import (
+    PROFILE_GRADIENTS,
+    check_width,
+    incomplete_layers,
+    set_profile_gradient,
+    set_width,
+    width_scaled,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 CUTS = ("full", "random")
+RECIPES = ("idp", "us", "independent")
 
 
 @dataclass
@@ -37,6 +45,13 @@ class TrainConfig:
     cut: str = "full"  # "full": the MLP recipe; "random": the authors' per-layer random cuts
     profile_gradient: str = "chain"  # or "straight-through" (weight gradient without γ)
     train_limit: int | None = None  # train on the first N examples of a fixed shuffle
+    # "idp": the paper's recipes (by `cut`); "us": universally slimmable (sandwich rule and
+    # in-place distillation); "independent": one network per width in `family_widths`.
+    recipe: str = "idp"
+    sandwich: int = 4  # widths per "us" step: the largest, the smallest, sandwich − 2 random
+    min_width: float = 0.25  # the smallest width "us" trains
+    distill: bool = True  # "us": narrower widths learn from the largest width's soft output
+    family_widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -50,6 +65,14 @@ class TrainConfig:
         if self.profile_gradient not in PROFILE_GRADIENTS:
             raise ValueError(f"unknown profile gradient {self.profile_gradient!r}; "
                              f"choose {' or '.join(PROFILE_GRADIENTS)}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if self.sandwich < 2:
+            raise ValueError(f"the sandwich rule needs at least 2 widths, got {self.sandwich}")
+        check_width(self.min_width)
+        self.family_widths = sorted(check_width(w) for w in self.family_widths)
+        if not self.family_widths or self.family_widths[-1] != 1.0:
+            raise ValueError(f"independent widths must include 1.0, got {self.family_widths}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
         if self.lr is None:
@@ -120,6 +143,36 @@ def apply_random_cuts(model: nn.Module, generator: torch.Generator, low: float =
             layer.in_width = draw_cut(generator, low, high)
 
 
+def sandwich_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                      generator: torch.Generator, low: float, high: float) -> torch.Tensor:
+    """One universally slimmable step's gradients (SPEC §5), accumulated over its widths.
+
+    The largest width learns from the labels; the smallest and ``sandwich − 2`` random widths
+    learn from the largest width's detached softmax (in-place distillation), or from the
+    labels with ``distill=False``. The caller takes one optimizer step afterwards.
+
+    Returns:
+        The largest width's loss.
+    """
+    widths = [high, low] + [low + (high - low) * torch.rand(1, generator=generator).item()
+                            for _ in range(config.sandwich - 2)]
+    set_width(model, high)
+    logits = model(x)  # (B, classes)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    teacher = logits.detach().softmax(dim=1)
+    for w in widths[1:]:
+        set_width(model, w)
+        student = model(x)
+        if config.distill:
+            narrow_loss = -(teacher * F.log_softmax(student, dim=1)).sum(dim=1).mean()
+        else:
+            narrow_loss = F.cross_entropy(student, y)
+        narrow_loss.backward()
+    set_width(model, high)
+    return loss.detach()
+
+
 def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool | None = None,
           width_range: tuple[float, float] = (0.0, 1.0), step_hook=None) -> dict:
     """Trains ``model`` on ``data`` with its profile applied.
@@ -156,11 +209,14 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool |
     for _ in bar:
         total, count = 0.0, 0
         for x, y in loader:  # (B, C, H, W), (B,)
-            if config.cut == "random":
-                apply_random_cuts(model, cut_generator, low, high)
-            loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if config.recipe == "us":
+                loss = sandwich_backward(model, x, y, config, cut_generator, max(low, config.min_width), high)
+            else:
+                if config.cut == "random":
+                    apply_random_cuts(model, cut_generator, low, high)
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
             optimizer.step()
             schedule.step()
             for m in after_step_layers:
@@ -210,9 +266,17 @@ def train_run(out: str | Path, model_name: str, data: Dataset | str, config: Tra
     seed_everything(config.seed)
     options = {"in_channels": dataset.in_channels, "input_size": dataset.input_size,
                "num_classes": dataset.num_classes, **(model_options or {})}
-    model = build_model(model_name, options, profile_ranges)
+    shared = True
+    if config.recipe == "independent":
+        if profile_ranges:
+            raise ValueError("the independent recipe trains one network per width; it takes no --profiles")
+        widths = config.family_widths
+        profile_ranges, shared = list(zip([0.0, *widths[:-1]], widths, strict=True)), False
+    model = build_model(model_name, options, profile_ranges, shared=shared)
     if calibrate and not incomplete_batchnorms(model):
         raise ValueError(f"model {model_name!r} has no batch-norm to calibrate; drop --calibrate")
+    if config.recipe == "us" and calibrate is None and incomplete_batchnorms(model):
+        calibrate = sorted({config.min_width, 0.25, 0.5, 0.75, 1.0})  # US needs per-width statistics
     if profile_ranges:
         from .multiprofile import train_multi_profile
 

@@ -84,6 +84,15 @@ def test_list(capsys):
     (["train", "--data", "synthetic", "--calibrate", "0.5", "--out", "{tmp}/x"], ["no batch-norm to calibrate"]),
     (["bench", "{tmp}/missing"], ["no run directory"]),
     (["reproduce", "alexnet"], ["invalid choice"]),
+    (["train", "--data", "synthetic", "--recipe", "us", "--sandwich", "1", "--out", "{tmp}/x"], ["at least 2"]),
+    (["train", "--data", "synthetic", "--recipe", "independent", "--family-widths", "0.5", "--out", "{tmp}/x"],
+     ["must include 1.0"]),
+    (["train", "--data", "synthetic", "--recipe", "independent", "--profiles", "0-0.5,0.5-1", "--out", "{tmp}/x"],
+     ["takes no --profiles"]),
+    (["pick", "{run}", "--macs-ratio", "0.001", "--widths", "0.5,1.0"], ["no width fits", "smallest cost available"]),
+    (["pick", "{run}"], ["one of the arguments --macs-ratio --latency-ms is required"]),
+    (["pick", "x", "--sweep", "{tmp}/none.json", "--macs-ratio", "0.5"], ["not a sweep JSON"]),
+    (["compare", "--model", "nope", "--data", "synthetic"], ["unknown model 'nope'"]),
 ])
 def test_errors_are_one_line_exit_2(mlp_run, tmp_path, args, fragments):
     corrupt = tmp_path / "corrupt"
@@ -145,3 +154,26 @@ def test_train_two_profiles_and_sweep(tmp_path, capsys):
     assert main(["sweep", str(run), "--widths", "0.2,1.0", "--plot", str(tmp_path / "p.png")]) == 0
     printed = capsys.readouterr().out
     assert "[profile 1 (0-0.3)]" in printed and "[envelope]" in printed
+
+
+def test_recipes_pick_and_compare(tmp_path, capsys):
+    us = tmp_path / "us"
+    assert main(["train", "--data", "synthetic", "--recipe", "us", "--sandwich", "3", "--min-width", "0.3",
+                 "--no-distill", "--epochs", "1", "--out", str(us)]) == 0
+    training = json.loads((us / "config.json").read_text())["training"]
+    settings = (training["recipe"], training["sandwich"], training["min_width"], training["distill"])
+    assert settings == ("us", 3, 0.3, False)
+    family = tmp_path / "family"
+    assert main(["train", "--data", "synthetic", "--recipe", "independent", "--family-widths", "0.5,1",
+                 "--epochs", "1", "--out", str(family)]) == 0
+    assert json.loads((family / "config.json").read_text())["model"]["shared"] is False
+    assert main(["sweep", str(us), "--widths", "0.5,1.0", "--latency", "--batch", "1",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    assert main(["pick", "us", "--sweep", str(tmp_path / "s.json"), "--macs-ratio", "1.0"]) == 0
+    assert "expected accuracy" in capsys.readouterr().out
+    assert main(["pick", str(us), "--latency-ms", "1000", "--widths", "0.5,1.0"]) == 0
+    assert "ms at batch 1" in capsys.readouterr().out
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", "synthetic", "--epochs", "1", "--widths", "0.5,1", "--out", str(out)]) == 0
+    assert "us-linear" in capsys.readouterr().out and (out / "compare.json").is_file()

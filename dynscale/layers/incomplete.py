@@ -177,15 +177,25 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
             k_in: input channels actually available (default: what the width keeps).
         """
         k_in, k_out, groups = self._plan(self.kept()[0] if k_in is None else k_in)
-        # γ for each (output channel, input-within-group) pair of the grouped weight.
-        gamma = self.profile[:k_in].view(groups, k_in // groups)
-        if groups > 1:
-            gamma = gamma.repeat_interleave(k_out // groups, dim=0)  # (k_out, cin_g)
         # Grouped weights keep every input of a kept group; ungrouped ones are cut to k_in.
         weight = self.effective_weight()
         weight = weight[:k_out] if self.groups > 1 else weight[:k_out, :k_in]
-        w = self._fold(weight, gamma[:, :, None, None])  # (k_out, cin_g, kh, kw)
+        w = self._fold(weight, self.profile_factor(k_in, k_out, groups))  # (k_out, cin_g, kh, kw)
         return w, None if self.bias is None else self.bias[:k_out], groups
+
+    def profile_factor(self, k_in: int | None = None, k_out: int | None = None,
+                       groups: int | None = None) -> torch.Tensor:
+        """γ of each weight entry, broadcastable to the (sliced) weight: (k_out or 1, cin_g, 1, 1).
+
+        Defaults are the full layer.
+        """
+        k_in = self.in_channels if k_in is None else k_in
+        k_out = self.out_channels if k_out is None else k_out
+        groups = self.groups if groups is None else groups
+        gamma = self.profile[:k_in].view(groups, k_in // groups)
+        if groups > 1:
+            gamma = gamma.repeat_interleave(k_out // groups, dim=0)  # (k_out, cin_g)
+        return gamma[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in, H, W) -> (B, k_out, H', W')
         k_in = self._input_channels(x, self.kept()[0], dim=1)

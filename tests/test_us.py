@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dynscale import get_model, set_width, width
+from dynscale.checkpoint import load_run
+from dynscale.compare import compare
+from dynscale.layers import kept_channels
+from dynscale.sweep import sweep_runs
+from dynscale.training import TrainConfig, sandwich_backward, seed_everything, train, train_run
+
+
+def mlp(seed=0):
+    seed_everything(seed)
+    return get_model("mlp", in_channels=1, input_size=8, hidden=[20, 20], profile="linear")
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_sandwich_accumulates_the_largest_and_smallest_widths(synthetic):
+    x, y = synthetic.train_x[:32], synthetic.train_y[:32]
+    model = mlp()
+    sandwich_backward(model, x, y, TrainConfig(sandwich=2), torch.Generator(), 0.25, 1.0)
+    got = grads(model)
+    model.zero_grad()
+    logits = model(x)
+    F.cross_entropy(logits, y).backward()
+    teacher = logits.detach().softmax(1)
+    with width(model, 0.25):
+        (-(teacher * F.log_softmax(model(x), 1)).sum(1).mean()).backward()
+    for name, grad in grads(model).items():
+        torch.testing.assert_close(got[name], grad, msg=name)
+
+
+def test_gradients_from_every_width_reach_the_weights(synthetic):
+    x, y = synthetic.train_x[:32], synthetic.train_y[:32]
+    full_only, sandwich = mlp(), mlp()
+    F.cross_entropy(full_only(x), y).backward()
+    sandwich_backward(sandwich, x, y, TrainConfig(sandwich=4), torch.Generator().manual_seed(0), 0.25, 1.0)
+    k = kept_channels(20, 0.25)
+    first = "layers.0.weight"
+    a, b = full_only.get_parameter(first).grad, sandwich.get_parameter(first).grad
+    assert not torch.allclose(a[:k], b[:k])  # narrower widths add to the shared prefix
+    # Rows only the full width uses get its gradient alone: the teacher is detached.
+    torch.testing.assert_close(a[20 - 2:], b[20 - 2:])
+
+
+def test_without_distillation_narrow_widths_learn_from_labels(synthetic):
+    x, y = synthetic.train_x[:32], synthetic.train_y[:32]
+    model = mlp()
+    sandwich_backward(model, x, y, TrainConfig(sandwich=2, distill=False), torch.Generator(), 0.25, 1.0)
+    got = grads(model)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    with width(model, 0.25):
+        F.cross_entropy(model(x), y).backward()
+    for name, grad in grads(model).items():
+        torch.testing.assert_close(got[name], grad, msg=name)
+
+
+def test_us_training_is_good_at_every_width(synthetic):
+    seed_everything(0)
+    model = get_model("mlp", in_channels=1, input_size=8, hidden=[20, 20], profile="all-one")
+    train(model, synthetic, TrainConfig(epochs=10, recipe="us"), progress=False)
+    for p in (0.25, 0.5, 1.0):
+        with width(model, p):
+            acc = (model.eval()(synthetic.test_x).argmax(1) == synthetic.test_y).float().mean()
+        assert acc > 0.8, p
+
+
+def test_us_run_recalibrates_batchnorm(synthetic, tmp_path):
+    config = TrainConfig(epochs=1, recipe="us", train_limit=200)
+    run = train_run(tmp_path / "us", "vgg16", synthetic, config, {"width_mult": 0.0625}, progress=False)
+    assert json.loads((run / "config.json").read_text())["calibrated_widths"] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_independent_family_trains_one_separate_network_per_width(synthetic, tmp_path):
+    seed_everything(0)
+    config = TrainConfig(epochs=2, recipe="independent", family_widths=[0.5, 1.0])
+    run_dir = train_run(tmp_path / "ind", "mlp", synthetic, config, {"hidden": [20, 20]}, progress=False)
+    model = load_run(run_dir).model
+    narrow, wide = model.members
+    assert not model.shared and narrow.layers[2] is not wide.layers[2]
+    # The 0.5 network never used its outer channels: they keep their initial values.
+    seed_everything(0)
+    init = get_model("mlp", in_channels=1, input_size=8, hidden=[20, 20])
+    torch.testing.assert_close(narrow.layers[2].weight[10:], init.layers[2].weight[10:])
+    assert not torch.equal(narrow.layers[2].weight[:10, :10], init.layers[2].weight[:10, :10])
+    set_width(model, 0.5)
+    assert model.active_member() is narrow
+    (result,) = sweep_runs([str(run_dir)], [0.5, 1.0], progress=False)  # one curve, no envelope
+    assert result.curve is None and [p.width for p in result.points] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"recipe": "slimmable"}, "unknown recipe"),
+    ({"sandwich": 1}, "at least 2"),
+    ({"family_widths": [0.25, 0.5]}, "must include 1.0"),
+    ({"min_width": 0}, "width must be in"),
+])
+def test_bad_recipe_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_compare_trains_and_sweeps_the_five_contenders(tmp_path):
+    compare("mlp", "synthetic", tmp_path, widths=[0.5, 1.0], epochs=2, progress=False)
+    doc = json.loads((tmp_path / "compare.json").read_text())
+    names = [r["run"].split("/")[-1] for r in doc["runs"]]
+    assert names == ["independent", "idp-all-one", "idp-linear", "us-all-one", "us-linear"]
+    assert all([p["width"] for p in r["points"]] == [0.5, 1.0] for r in doc["runs"])
+    assert (tmp_path / "compare.png").stat().st_size > 0 and "independent" in (tmp_path / "compare.md").read_text()
+    recipes = {n: json.loads((tmp_path / "runs" / n / "config.json").read_text())["training"]["recipe"] for n in names}
+    assert recipes == {"independent": "independent", "idp-all-one": "idp", "idp-linear": "idp",
+                       "us-all-one": "us", "us-linear": "us"}

@@ -176,7 +176,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"data:       {run.data}")
     print(f"parameters: {params} in {len(incomplete_layers(run.model))} incomplete layers")
     if run.profile_ranges:
-        print(f"profiles:   {', '.join(f'{a:g}-{b:g}' for a, b in run.profile_ranges)}")
+        ranges = ", ".join(f"{a:g}-{b:g}" for a, b in run.profile_ranges)
+        shared = run.config["model"].get("shared", True)
+        print(f"{'profiles:  ' if shared else 'family:    '} {ranges}{'' if shared else ' (independent networks)'}")
     calibrated = ", ".join(f"{w:g}" for w in cfg.get("calibrated_widths") or [])
     print(f"batch-norm: {'calibrated at ' + calibrated if calibrated else 'not calibrated'}")
     print(f"training:   {json.dumps(cfg.get('training', {}))}")

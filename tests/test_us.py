@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynscale import get_model, set_width, width
+from dynscale import get_model, list_models, set_width, width
 from dynscale.checkpoint import load_run
 from dynscale.compare import compare
 from dynscale.layers import kept_channels
@@ -117,3 +117,14 @@ def test_compare_trains_and_sweeps_the_five_contenders(tmp_path):
     recipes = {n: json.loads((tmp_path / "runs" / n / "config.json").read_text())["training"]["recipe"] for n in names}
     assert recipes == {"independent": "independent", "idp-all-one": "idp", "idp-linear": "idp",
                        "us-all-one": "us", "us-linear": "us"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_sandwich_step_works_for_every_registered_model(name):
+    seed_everything(0)
+    options = {"vgg16": {"width_mult": 0.0625}, "mobilenet": {"width_mult": 0.125}}.get(name, {})
+    model = get_model(name, in_channels=1, input_size=8, **options).train()
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    loss = sandwich_backward(model, x, y, TrainConfig(), torch.Generator().manual_seed(0), 0.25, 1.0)
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -111,6 +111,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
+def training_subset(data: Dataset, config: TrainConfig) -> Dataset:
+    """The training examples a run uses: all, or ``config.train_limit`` of a fixed shuffle."""
+    return data.limit(config.train_limit, seed=config.seed) if config.train_limit else data
+
+
 def draw_cut(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
     """The authors' random cut: p = 1 − d, d ~ Exponential(scale 0.1), redrawn until d < 1.
 
@@ -195,8 +200,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool |
     Returns:
         Metrics: final training loss, test accuracy at the top width, seconds taken.
     """
-    train_data = data.limit(config.train_limit, seed=config.seed) if config.train_limit else data
-    loader = train_data.loader("train", config.batch_size, shuffle=True, seed=config.seed)
+    loader = training_subset(data, config).loader("train", config.batch_size, shuffle=True, seed=config.seed)
     optimizer = make_optimizer(model, config)
     schedule = make_schedule(optimizer, config, config.epochs * len(loader))
     cut_generator = torch.Generator().manual_seed(config.seed + 1)
@@ -297,6 +301,5 @@ def train_run(out: str | Path, model_name: str, data: Dataset | str, config: Tra
 def calibration_loader(data: Dataset, config: TrainConfig, batches: int = 20):
     """Training batches for batch-norm calibration: the run's own training subset, in a fixed
     order, at most ``batches`` batches of 256."""
-    subset = data.limit(config.train_limit, seed=config.seed) if config.train_limit else data
-    subset = subset.limit(batches * 256, seed=config.seed)
+    subset = training_subset(data, config).limit(batches * 256, seed=config.seed)
     return subset.loader("train", 256)

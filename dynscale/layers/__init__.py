@@ -10,12 +10,12 @@ from .incomplete import (
     incomplete_layers,
     set_profile_gradient,
 )
-from .width import WidthScaled, check_width, get_width, kept_channels, set_width, width, width_scaled
+from .width import WidthScaled, check_width, kept_channels, set_width, width, width_scaled
 
 __all__ = [
     "PROFILE_GRADIENTS", "BinaryConv2d", "BinaryLinear", "IncompleteBatchNorm1d",
     "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLayer", "IncompleteLinear", "Sign",
-    "WidthScaled", "binarize", "check_width", "get_width", "incomplete_batchnorms",
+    "WidthScaled", "binarize", "check_width", "incomplete_batchnorms",
     "incomplete_layers", "kept_channels", "set_profile_gradient", "set_width", "width",
     "width_key", "width_scaled",
 ]

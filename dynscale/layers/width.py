@@ -81,12 +81,6 @@ def set_width(model: nn.Module, p: float) -> nn.Module:
     return model
 
 
-def get_width(model: nn.Module) -> float:
-    """The width a model was last set to (1.0 for a model never set)."""
-    layers = width_scaled(model)
-    return layers[0].in_width if layers else 1.0
-
-
 @contextlib.contextmanager
 def width(model: nn.Module, p: float) -> Iterator[nn.Module]:
     """Runs the block with ``model`` at width ``p``, restoring the previous widths after.

@@ -154,26 +154,46 @@ def load_run(directory: str | Path) -> Run:
     """
     directory = Path(directory)
     config = read_config(directory)
+    if config.get("kind", "width") != "width":
+        raise CheckpointError(f"{directory} is an {config['kind']} run; load it with "
+                              "dynscale.adaptive.load_early_exit or use `dynscale adaptive sweep`")
+    model = build_run_model(directory, config)
+    load_state_checked(model, read_weights(directory), str(directory / WEIGHTS))
+    model.eval()
+    return Run(directory, model, config)
+
+
+def build_run_model(directory: Path, config: dict) -> nn.Module:
+    """Builds (untrained) the model a run's config describes.
+
+    Raises:
+        CheckpointError: if the config does not describe a buildable model.
+    """
     model_cfg = dict(config["model"].get("config", {}))
     if model_cfg.get("profile") == "custom":  # the coefficients are restored from the weights
         model_cfg["profile"] = None
     try:
-        model = build_model(config["model"]["name"], model_cfg, config["model"].get("profiles"),
-                            shared=config["model"].get("shared", True))
+        return build_model(config["model"]["name"], model_cfg, config["model"].get("profiles"),
+                           shared=config["model"].get("shared", True))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{directory / CONFIG}: cannot build the model: {e}") from None
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Reads a run's ``model.safetensors``.
+
+    Raises:
+        CheckpointError: if it is missing or not a safetensors file.
+    """
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{directory} has no {WEIGHTS}")
     try:
-        state = load_file(str(weights))
+        return load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(
             f"{weights} is truncated or not a safetensors file ({e}); retrain or restore it"
         ) from None
-    load_state_checked(model, state, str(weights))
-    model.eval()
-    return Run(directory, model, config)
 
 
 def build_model(name: str, model_cfg: dict, profile_ranges: list | None = None,

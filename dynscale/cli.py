@@ -59,14 +59,11 @@ def _int_list(text: str) -> list[int]:
 def cmd_train(args: argparse.Namespace) -> None:
     from .multiprofile import parse_profile_ranges
     from .sweep import parse_widths
-    from .training import TrainConfig, train_run
+    from .training import train_run
 
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                         schedule=args.schedule, seed=args.seed, cut=args.cut,
-                         profile_gradient=args.profile_gradient, train_limit=args.train_limit,
-                         recipe=args.recipe, sandwich=args.sandwich, min_width=args.min_width,
-                         distill=not args.no_distill, family_widths=_float_list(args.family_widths))
+    config = _training_config(args, cut=args.cut, profile_gradient=args.profile_gradient, recipe=args.recipe,
+                              sandwich=args.sandwich, min_width=args.min_width, distill=not args.no_distill,
+                              family_widths=_float_list(args.family_widths))
     options = {"profile": _parse_profile(args.profile), **_parse_sets(args.set)}
     if args.width_mult is not None:
         options["width_mult"] = args.width_mult
@@ -185,6 +182,73 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"metrics:    {json.dumps(cfg.get('metrics', {}))}")
 
 
+def _training_config(args: argparse.Namespace, **overrides):
+    from .training import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+                       seed=args.seed, train_limit=args.train_limit, holdout=args.holdout or 0, **overrides)
+
+
+def cmd_adaptive_train(args: argparse.Namespace) -> None:
+    from .adaptive.runs import train_early_exit_run
+
+    options = {"profile": _parse_profile(args.profile), **_parse_sets(args.set)}
+    if args.width_mult is not None:
+        options["width_mult"] = args.width_mult
+    exits = [e.strip() for e in args.exits.split(",") if e.strip()]
+    weights = _float_list(args.exit_weights) if args.exit_weights else None
+    out = train_early_exit_run(args.out, args.model, args.data, _training_config(args), exits, weights,
+                               options, backbone_run=args.backbone)
+    metrics = json.loads((Path(out) / "config.json").read_text())["metrics"]
+    accs = ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics["exit_accuracy"].items())
+    print(f"wrote {out}: test accuracy per exit: {accs} ({metrics['train_seconds']:.1f} s)")
+
+
+def _report_adaptive(args: argparse.Namespace, curves: list, title: str) -> None:
+    from .adaptive.sweep import format_table, write_json
+    from .checkpoint import atomic_write
+    from .sweep import plot
+
+    print(format_table(curves))
+    extra = {"batch_sizes": _int_list(args.batch) if not args.no_timing else [], "threads": args.threads,
+             "timing_examples": args.timing_examples}
+    if args.json:
+        write_json(curves, args.json, **extra)
+        print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write(Path(args.markdown), lambda p: p.write_text(format_table(curves, markdown=True) + "\n"))
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        plot(curves, args.plot, title=args.title or title, xlabel="mean MACs relative to the full network")
+        print(f"wrote {args.plot}")
+
+
+def _sweep_options(args: argparse.Namespace) -> dict:
+    from .adaptive.sweep import parse_lambdas
+
+    timing = None if args.no_timing else LatencyConfig(batch_sizes=_int_list(args.batch), threads=args.threads,
+                                                       min_run_time=args.min_run_time)
+    return {"lambdas": parse_lambdas(args.lambdas), "max_losses": _float_list(args.max_loss), "data": args.data,
+            "timing": timing, "timing_examples": args.timing_examples, "rounds": args.rounds}
+
+
+def cmd_adaptive_sweep(args: argparse.Namespace) -> None:
+    from .adaptive.sweep import sweep_early_exit
+
+    curves = sweep_early_exit(args.run, **_sweep_options(args))
+    _report_adaptive(args, curves, f"Early exits: {Path(args.run).name}")
+
+
+def cmd_adaptive_cascade(args: argparse.Namespace) -> None:
+    from .adaptive.cascade import parse_edges
+    from .adaptive.sweep import sweep_cascade
+
+    edges = parse_edges(args.edges) if args.edges else None
+    curves = sweep_cascade(args.runs, edges, name=args.name, **_sweep_options(args))
+    _report_adaptive(args, curves, f"Network selection: {' → '.join(Path(r).name for r in args.runs)}")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from .data import DATASETS
     from .models import list_models
@@ -193,6 +257,38 @@ def cmd_list(args: argparse.Namespace) -> None:
     print(f"models:   {', '.join(list_models())}")
     print(f"profiles: {', '.join(list_profiles())} (or comma-separated coefficients)")
     print(f"data:     {', '.join(DATASETS)}")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, default=None, help="default 0.05 for sgd, 0.001 for adam")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "step"])
+    p.add_argument("--train-limit", type=int, default=None, help="train on N examples of a fixed shuffle")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_adaptive_sweep_options(p: argparse.ArgumentParser) -> None:
+    from .adaptive.sweep import DEFAULT_LAMBDAS, DEFAULT_MAX_LOSSES
+
+    p.add_argument("--lambdas", default=",".join(f"{v:g}" for v in DEFAULT_LAMBDAS),
+                   help="cost weights λ >= 0 of the learned policy (one full network's MACs = λ errors)")
+    p.add_argument("--max-loss", default=",".join(f"{v:g}" for v in DEFAULT_MAX_LOSSES),
+                   help="threshold baseline: accuracy points below the full network allowed on held-out data")
+    p.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
+    p.add_argument("--batch", default="256", help="batch sizes of the wall-clock timing")
+    p.add_argument("--threads", type=int, default=1, help="threads used for the wall-clock timing")
+    p.add_argument("--timing-examples", type=int, default=2560, help="test examples timed per point")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds (ratios are medians over rounds)")
+    p.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per point per round")
+    p.add_argument("--no-timing", action="store_true", help="skip the wall-clock timing")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--plot", default=None, help="write accuracy vs mean MAC ratio as PNG here")
+    p.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    p.add_argument("--title", default=None, help="title of the plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,13 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="mlp", help="registered model name (see `dynscale list`)")
     p.add_argument("--data", default="digits", help="digits, fashion-mnist, mnist, synthetic, idx:DIR")
     p.add_argument("--profile", default="linear", help="profile name or comma-separated coefficients")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, default=None, help="default 0.05 for sgd, 0.001 for adam")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "step"])
+    _add_training_options(p)
+    p.add_argument("--holdout", type=int, default=0,
+                   help="training examples kept out (for fitting adaptive policies later; same N for a cascade)")
     p.add_argument("--cut", default="full", choices=["full", "random"],
                    help="full: train at full width (MLP recipe); random: per-layer random cuts (conv recipe)")
     p.add_argument("--profile-gradient", default="chain", choices=["chain", "straight-through"],
@@ -219,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profiles", default=None, metavar="RANGES",
                    help="multiple profiles, e.g. 0-0.3,0.3-1.0, trained one after another")
     p.add_argument("--width-mult", type=float, default=None, help="scale every channel count (conv models)")
-    p.add_argument("--train-limit", type=int, default=None, help="train on N examples of a fixed shuffle")
     p.add_argument("--calibrate", default=None, metavar="WIDTHS",
                    help="after training, store batch-norm statistics for these widths")
     p.add_argument("--recipe", default="idp", choices=["idp", "us", "independent"],
@@ -229,7 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-width", type=float, default=0.25, help="us: the smallest width trained")
     p.add_argument("--no-distill", action="store_true", help="us: narrow widths learn from labels only")
     p.add_argument("--family-widths", default="0.25,0.5,0.75,1.0", help="independent: the widths")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. --set hidden=[200,200] (repeatable)")
     p.add_argument("--out", required=True, help="run directory to write")
@@ -305,6 +395,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("adaptive", help="adaptive inference: learned early exits and network selection")
+    adaptive = p.add_subparsers(dest="adaptive_command", required=True, parser_class=_Parser)
+
+    p = adaptive.add_parser("train", help="train a backbone with early exits (or exits on a frozen backbone)")
+    p.add_argument("--model", default="vgg16", help="registered model name (see `dynscale list`)")
+    p.add_argument("--data", default="digits", help="digits, fashion-mnist, mnist, synthetic, idx:DIR")
+    p.add_argument("--exits", required=True,
+                   help="stage names to put exits after, e.g. block1,block2,block3 (an unknown name lists them)")
+    p.add_argument("--exit-weights", default=None,
+                   help="loss weight per exit and then the final output, e.g. 1,1,1,1 (default all 1)")
+    p.add_argument("--backbone", default=None, metavar="RUN",
+                   help="a trained run (dynscale train --holdout N) to freeze; only the exits are trained")
+    p.add_argument("--holdout", type=int, default=None,
+                   help="training examples kept out to fit the policies on (default 10%%)")
+    p.add_argument("--profile", default="all-one", help="the backbone's channel profile")
+    p.add_argument("--width-mult", type=float, default=None, help="scale every channel count (conv models)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option (repeatable)")
+    _add_training_options(p)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.set_defaults(func=cmd_adaptive_train)
+
+    p = adaptive.add_parser("sweep", help="fit exit policies over λ, with the threshold baseline: table, JSON, plot")
+    p.add_argument("run", help="an early-exit run directory (dynscale adaptive train)")
+    _add_adaptive_sweep_options(p)
+    p.set_defaults(func=cmd_adaptive_sweep)
+
+    p = adaptive.add_parser("cascade", help="network selection among trained runs of rising cost: table, JSON, plot")
+    p.add_argument("runs", nargs="+", help="run directories, cheapest first, trained with the same --holdout")
+    p.add_argument("--edges", default=None, help="FROM-TO indices, e.g. 0-1,1-2,0-2 (default: a chain)")
+    p.add_argument("--name", default="cascade", help="label of the cascade in the report")
+    _add_adaptive_sweep_options(p)
+    p.set_defaults(func=cmd_adaptive_cascade)
 
     p = sub.add_parser("info", help="describe a run directory")
     p.add_argument("run")

@@ -195,7 +195,7 @@ def format_table(results: list[SweepResult]) -> str:
             if point is None:
                 row.append(_cells(["-"] * len(per_run)))
                 continue
-            values = [f"{100 * point.accuracy:.2f}", _human(point.macs), f"{point.macs_ratio:.3f}"]
+            values = [f"{100 * point.accuracy:.2f}", human_count(point.macs), f"{point.macs_ratio:.3f}"]
             values += [f"{point.bytes_sent:.0f}" if point.bytes_sent is not None else "-"] if sent else []
             values += [f"{(point.latency_ms or {}).get(b, float('nan')):.4f}" for b in batches]
             row.append(_cells(values))
@@ -243,15 +243,24 @@ def _cells(values: list[str]) -> str:
     return " ".join(f"{v:>9}" for v in values)
 
 
-def _human(n: float) -> str:
+def human_count(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:.0f}"
 
 
-def plot(results: list[SweepResult], path: str | Path, title: str = "Accuracy vs computation") -> None:
-    """Plots accuracy against MAC ratio, one line per run, and saves a PNG atomically."""
+def plot(results: list, path: str | Path, title: str = "Accuracy vs computation",
+         xlabel: str = "MACs relative to full width") -> None:
+    """Plots accuracy against MAC ratio, one line per curve, and saves a PNG atomically.
+
+    Args:
+        results: curves with a ``label``, a ``curve`` name and ``points`` that have
+            ``macs_ratio`` and ``accuracy`` (sweep results, adaptive curves).
+        path: the PNG to write.
+        title: the plot's title.
+        xlabel: the x axis label.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,10 +273,10 @@ def plot(results: list[SweepResult], path: str | Path, title: str = "Accuracy vs
         order = sorted(range(len(xs)), key=xs.__getitem__)
         style = {"linestyle": "--", "linewidth": 2.5, "color": "black", "alpha": 0.6} if r.curve == "envelope" else {}
         ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=r.label, **style)
-    ax.set_xlabel("MACs relative to full width")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.set_xlim(0, 1.02)
+    ax.set_xlim(0, max([1.02] + [1.02 * p.macs_ratio for r in results for p in r.points]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

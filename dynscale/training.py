@@ -45,6 +45,7 @@ class TrainConfig:
     cut: str = "full"  # "full": the MLP recipe; "random": the authors' per-layer random cuts
     profile_gradient: str = "chain"  # or "straight-through" (weight gradient without γ)
     train_limit: int | None = None  # train on the first N examples of a fixed shuffle
+    holdout: int = 0  # examples set aside (Dataset.split_holdout) for fitting adaptive policies
     # "idp": the paper's recipes (by `cut`); "us": universally slimmable (sandwich rule and
     # in-place distillation); "independent": one network per width in `family_widths`.
     recipe: str = "idp"
@@ -73,6 +74,8 @@ class TrainConfig:
         self.family_widths = sorted(check_width(w) for w in self.family_widths)
         if not self.family_widths or self.family_widths[-1] != 1.0:
             raise ValueError(f"independent widths must include 1.0, got {self.family_widths}")
+        if self.holdout < 0:
+            raise ValueError(f"holdout must be >= 0 examples, got {self.holdout}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
         if self.lr is None:
@@ -112,7 +115,10 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
 
 
 def training_subset(data: Dataset, config: TrainConfig) -> Dataset:
-    """The training examples a run uses: all, or ``config.train_limit`` of a fixed shuffle."""
+    """The training examples a run uses: all but the held-out ones (``config.holdout``), or
+    ``config.train_limit`` of those by a fixed shuffle."""
+    if config.holdout:
+        data, _ = data.split_holdout(config.holdout)
     return data.limit(config.train_limit, seed=config.seed) if config.train_limit else data
 
 

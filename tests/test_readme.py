@@ -20,6 +20,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "mine" / "model.safetensors").is_file()
     assert (tmp_path / "vgg-half.onnx").is_file()
     assert namespace["two"].active_profile == 0
+    outcome, data = namespace["outcome"], namespace["data"]
+    assert len(outcome.predictions) == len(data.test_y) and outcome.accuracy(data.test_y) > 0.3
+    assert namespace["cascade"].graph().successors == [[1], []]
 
 
 def test_readme_starts_with_the_two_commands():

@@ -54,6 +54,29 @@ class Dataset:
         return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x, self.test_y,
                        self.num_classes)
 
+    def split_holdout(self, n: int) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]:
+        """Sets ``n`` training examples aside, for fitting policies and thresholds on data the
+        networks never trained on.
+
+        The held-out examples are the first ``n`` of one fixed shuffle (seed 0, whatever the
+        training seed), so every run trained with the same ``n`` holds out the same examples.
+
+        Returns:
+            A copy without them (test unchanged), and the held-out ``(x, y)``.
+
+        Raises:
+            ValueError: unless 0 < n < the number of training examples.
+        """
+        total = len(self.train_y)
+        if not 0 < n < total:
+            raise ValueError(f"the held-out split must be between 1 and {total - 1} examples of "
+                             f"{self.name}'s {total} training examples, got {n}")
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(0))
+        held, rest = order[:n], order[n:]
+        kept = Dataset(self.name, self.train_x[rest], self.train_y[rest], self.test_x, self.test_y,
+                       self.num_classes)
+        return kept, (self.train_x[held], self.train_y[held])
+
     def loader(self, split: str, batch_size: int, shuffle: bool = False,
                seed: int = 0) -> DataLoader:
         """Returns a DataLoader over a split yielding ``(x, y)`` batches.

@@ -63,6 +63,12 @@ class BinaryNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         return self.classifier(self.cloud(self.device(x)))
 
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """``block1`` (the device), ``block2``, ``block3`` (flattened), then ``head``; run in
+        order they compute ``forward``."""
+        return [("block1", self.device), ("block2", self.cloud[0]), ("block3", self.cloud[1:]),
+                ("head", self.classifier)]
+
     @torch.no_grad()
     def bytes_sent(self, x: torch.Tensor) -> float:
         """Bytes per example the device sends to the cloud at the current width.

@@ -44,6 +44,14 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         return self.layers(x.flatten(1))
 
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """``layer1``… (each linear with its ReLU; the first flattens the image), then ``head``;
+        run in order they compute ``forward``."""
+        layers = list(self.layers)
+        stages = [(f"layer{i // 2 + 1}", nn.Sequential(*([nn.Flatten()] if i == 0 else []), *layers[i:i + 2]))
+                  for i in range(0, len(layers) - 1, 2)]
+        return stages + [("head", layers[-1])]
+
 
 @register_model
 def mlp(config: MLPConfig) -> MLP:

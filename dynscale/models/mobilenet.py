@@ -59,6 +59,11 @@ class MobileNet(nn.Module):
         x = self.blocks(self.stem(x))
         return self.classifier(self.pool(x).flatten(1))
 
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """``stem``, ``block1``…``block6``, then ``head``; run in order they compute ``forward``."""
+        blocks = [(f"block{i + 1}", block) for i, block in enumerate(self.blocks)]
+        return [("stem", self.stem), *blocks, ("head", nn.Sequential(self.pool, nn.Flatten(), self.classifier))]
+
 
 @register_model
 def mobilenet(config: MobileNetConfig) -> MobileNet:

@@ -50,6 +50,17 @@ class VGG(nn.Module):
         x = self.features(x)  # (B, k, h, w)
         return self.classifier(self.pool(x).flatten(1))  # (B, k) -> (B, classes)
 
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """``block1``…``block5`` (each ending in its max-pool), then ``head``; run in order they
+        compute ``forward``."""
+        stages, current = [], []
+        for layer in self.features:
+            current.append(layer)
+            if isinstance(layer, nn.MaxPool2d):
+                stages.append((f"block{len(stages) + 1}", nn.Sequential(*current)))
+                current = []
+        return stages + [("head", nn.Sequential(self.pool, nn.Flatten(), self.classifier))]
+
 
 @register_model
 def vgg16(config: VGGConfig) -> VGG:

@@ -1,0 +1,473 @@
+"""Adaptive inference: policies, real exits, cost accounting, early-exit networks, cascades."""
+
+import json
+
+import pytest
+import torch
+from sklearn.tree import DecisionTreeClassifier
+from torch import nn
+
+from dynscale import get_model, list_models
+from dynscale.adaptive import (
+    AdaptiveGraph,
+    Cascade,
+    EarlyExitNet,
+    FixedPolicy,
+    LearnedPolicy,
+    Node,
+    backbone_stages,
+    calibrate_threshold,
+    confidence_features,
+    fit_policies,
+    load_early_exit,
+    sweep_graph,
+    threshold_policies,
+    train_early_exit,
+    train_early_exit_run,
+)
+from dynscale.adaptive.cascade import check_edges, parse_edges
+from dynscale.adaptive.sweep import format_table, parse_lambdas, to_json
+from dynscale.checkpoint import load_run
+from dynscale.cli import main
+from dynscale.cost import LatencyConfig, count_macs
+from dynscale.errors import CheckpointError, DynscaleError
+from dynscale.training import TrainConfig, train_run, training_subset
+
+K = 4  # classes of the synthetic graphs
+
+
+class Lookup(nn.Module):
+    """A node that reads its logits from the example: x is (B, nodes·K) of precomputed logits."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return x, x[:, self.index * K:(self.index + 1) * K]
+
+
+def confident(y, scale):
+    """Logits that put ``scale`` on class y."""
+    out = torch.zeros(len(y), K)
+    out[torch.arange(len(y)), y] = scale
+    return out
+
+
+def three_kinds(n, seed=0):
+    """Examples of three kinds with a known best route (see test_learned_policy_finds_the_known_policy).
+
+    kind 0: node 0 right and confident. kind 1: node 0 wrong, half-confident; node 1 right.
+    kind 2: node 0 unsure (uniform), node 1 wrong; only node 2 is right.
+    """
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, K, (n,), generator=g)
+    kind = torch.arange(n) % 3
+    wrong = (y + 1) % K
+    noise = lambda: 0.1 * torch.randn(n, K, generator=g)  # noqa: E731
+    node0 = torch.where((kind == 0)[:, None], confident(y, 6.0), confident(wrong, 1.5)) + noise()
+    node0 = torch.where((kind == 2)[:, None], torch.zeros(n, K), node0) + noise()
+    node1 = torch.where((kind == 2)[:, None], confident(wrong, 3.0), confident(y, 3.0)) + noise()
+    node2 = confident(y, 3.0) + noise()
+    return torch.cat([node0, node1, node2], dim=1), y, kind
+
+
+def lookup_graph(successors, costs=(10.0, 30.0, 100.0)):
+    nodes = [Node(f"n{i}", Lookup(i), c) for i, c in enumerate(costs)]
+    return AdaptiveGraph(nodes, successors, full_macs=100.0)
+
+
+def test_learned_policy_finds_the_known_policy():
+    # Cascade 0 → 1 → 2 with the jump 0 → 2. Costs 0.1, 0.3, 1.0 of the full network. At λ = 0.5
+    # a kind-1 example should go to node 1 (0.15 < 0.5) and a kind-2 example jump straight to
+    # node 2 (0.5 < 0.15 + 0.5 + an error at node 1): the best route per kind is 0, 1 and 2.
+    graph = lookup_graph([[1, 2], [2], []])
+    x, y, kind = three_kinds(900)
+    policies = fit_policies(graph, graph.all_logits(x), y, lam=0.5)
+    test_x, test_y, test_kind = three_kinds(600, seed=1)
+    for node in graph.nodes:
+        node.module.seen = 0
+    outcome = graph.run(test_x, policies)
+    assert torch.equal(outcome.exit_node, test_kind)
+    assert outcome.accuracy(test_y) == 1.0
+    # Kind 2 jumped: only kind 1 reached node 1.
+    assert graph.nodes[1].module.seen == (test_kind == 1).sum()
+    # MACs: the nodes on the route, plus the policy of each node visited that has one.
+    p0, p1 = policies[0].macs, policies[1].macs
+    assert p0 == 2 * (K + 3) and p1 == K + 3  # two linear decisions at node 0, one at node 1
+    expected = torch.tensor([10.0 + p0, 10.0 + p0 + 30.0 + p1, 10.0 + p0 + 100.0], dtype=torch.float64)
+    assert torch.allclose(outcome.macs, expected[test_kind])
+
+
+def test_lambda_trades_accuracy_for_cost():
+    graph = lookup_graph([[1, 2], [2], []])
+    x, y, _ = three_kinds(900)
+    logits = graph.all_logits(x)
+    # Free compute: everything that a later node gets right goes there. Very costly compute:
+    # every example stops at the first node (an error costs less than λ × any further MACs).
+    free = graph.simulate(logits, fit_policies(graph, logits, y, lam=0.0))
+    costly = graph.simulate(logits, fit_policies(graph, logits, y, lam=50.0))
+    assert free.accuracy(y) == 1.0
+    assert (costly.exit_node == 0).all()
+    assert costly.macs.mean() < free.macs.mean()
+
+
+def test_any_weighted_sklearn_classifier_can_be_the_policy():
+    graph = lookup_graph([[1, 2], [2], []])
+    x, y, kind = three_kinds(900)
+    policies = fit_policies(graph, graph.all_logits(x), y, lam=0.5, estimator=DecisionTreeClassifier(max_depth=3))
+    test_x, _, test_kind = three_kinds(300, seed=2)
+    assert (graph.run(test_x, policies).exit_node == test_kind).float().mean() > 0.95
+
+
+def test_forced_exit_at_the_first_stage_runs_nothing_else():
+    torch.manual_seed(0)
+    backbone = get_model("vgg16", in_channels=1, input_size=16, width_mult=0.125).eval()
+    net = EarlyExitNet(backbone, ["block1", "block2", "block3"]).eval()
+    graph = net.graph()
+    calls = {name: 0 for name, _ in backbone_stages(backbone)}
+    for name, module in backbone_stages(backbone):  # hook each stage's first layer
+        first = next(iter(module.children()))
+        first.register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    for name in ("block2", "block3"):
+        net.exits[name].register_forward_hook(lambda *_, n=name: calls.__setitem__(n + "-exit", 1))
+    x = torch.randn(40, 1, 16, 16)
+    outcome = graph.run(x, [FixedPolicy(0), FixedPolicy(0), FixedPolicy(0), None], batch_size=16)
+    assert calls["block1"] == 3  # three batches
+    assert all(calls[n] == 0 for n in ("block2", "block3", "block4", "block5", "head"))
+    assert "block2-exit" not in calls and "block3-exit" not in calls
+    assert (outcome.exit_node == 0).all()
+    assert torch.allclose(outcome.macs, torch.full((40,), graph.nodes[0].macs, dtype=torch.float64))
+    assert torch.equal(outcome.predictions, net(x)[0].argmax(1))
+
+
+def test_never_exiting_gives_the_backbones_predictions_and_pays_for_every_exit():
+    torch.manual_seed(0)
+    backbone = get_model("resnet", in_channels=1, input_size=12, width_mult=0.25).eval()
+    net = EarlyExitNet(backbone, ["stage1", "stage2"]).eval()
+    graph = net.graph()
+    x = torch.randn(30, 1, 12, 12)
+    outcome = graph.run(x, [FixedPolicy(1), FixedPolicy(1), None], batch_size=7)
+    assert torch.equal(outcome.predictions, backbone(x).argmax(1))
+    assert (outcome.exit_node == 2).all()
+    exit_macs = sum(h[-1].in_features * h[-1].out_features for h in net.exits.values())
+    assert sum(n.macs for n in graph.nodes) == pytest.approx(graph.full_macs + exit_macs)
+    assert torch.allclose(outcome.macs, torch.full((30,), graph.full_macs + exit_macs, dtype=torch.float64))
+
+
+def test_real_exits_keep_the_original_order_and_match_the_simulation():
+    graph = lookup_graph([[1, 2], [2], []])
+    x, y, _ = three_kinds(600)
+    policies = fit_policies(graph, graph.all_logits(x), y, lam=0.5)
+    perm = torch.randperm(600, generator=torch.Generator().manual_seed(3))
+    test_x = x[perm]
+    real = graph.run(test_x, policies, batch_size=64)
+    simulated = graph.simulate(graph.all_logits(test_x), policies)
+    assert torch.equal(real.predictions, simulated.predictions)
+    assert torch.equal(real.exit_node, simulated.exit_node)
+    assert torch.allclose(real.macs, simulated.macs)
+    # Each prediction is the argmax of the node where that example stopped.
+    per_node = torch.stack(graph.all_logits(test_x)).argmax(2)  # (nodes, N)
+    assert torch.equal(real.predictions, per_node[real.exit_node, torch.arange(600)])
+
+
+@pytest.fixture(scope="module")
+def exit_run(tmp_path_factory, synthetic):
+    out = tmp_path_factory.mktemp("adaptive") / "ee-mlp"
+    config = TrainConfig(epochs=8, batch_size=64, holdout=200)
+    return train_early_exit_run(out, "mlp", synthetic, config, ["layer1", "layer2"],
+                                model_options={"hidden": [32, 32], "profile": "all-one"}, progress=False)
+
+
+def test_batch_1_and_batch_256_give_identical_predictions(exit_run, synthetic):
+    net, config = load_early_exit(exit_run)
+    graph = net.graph()
+    held = synthetic.split_holdout(config["training"]["holdout"])[1]
+    logits = graph.all_logits(held[0])
+    # A threshold at the median confidence of the first exit sends half the examples on.
+    median = logits[0].softmax(1).amax(1).median().item()
+    for policies in (fit_policies(graph, logits, held[1], 0.05), threshold_policies(graph, median)):
+        big = graph.run(synthetic.test_x, policies, batch_size=256)
+        one = graph.run(synthetic.test_x, policies, batch_size=1)
+        assert torch.equal(big.predictions, one.predictions)
+        assert torch.equal(big.exit_node, one.exit_node)
+        assert torch.allclose(big.macs, one.macs)
+    assert len(set(big.exit_node.tolist())) > 1, "the test needs examples leaving at several exits"
+
+
+def test_early_exit_run_round_trips_and_is_not_a_width_run(exit_run, synthetic):
+    net, config = load_early_exit(exit_run)
+    assert config["kind"] == "early-exit" and config["exits"] == ["layer1", "layer2"]
+    assert set(config["metrics"]["exit_accuracy"]) == {"layer1", "layer2", "final"}
+    assert config["metrics"]["exit_accuracy"]["final"] > 0.8
+    with pytest.raises(CheckpointError, match="early-exit run; load it with"):
+        load_run(exit_run)
+
+
+def test_load_early_exit_rejects_a_width_run(mlp_run):
+    with pytest.raises(CheckpointError, match="not an early-exit run"):
+        load_early_exit(mlp_run)
+
+
+def test_threshold_calibration_reaches_its_held_out_target():
+    graph = lookup_graph([[1], [2], []])
+    x, y, _ = three_kinds(900)
+    logits = graph.all_logits(x)
+    for target in (0.5, 0.7, 0.95):
+        t = calibrate_threshold(graph, logits, y, target)
+        outcome = graph.simulate(logits, threshold_policies(graph, t))
+        assert outcome.accuracy(y) >= target
+    # Unreachable (node 2 alone is right on all, but the threshold chain passes through nothing
+    # better than 100%): a target above 1 is refused, 1.0 is reached by never stopping early.
+    assert graph.simulate(logits, threshold_policies(graph, calibrate_threshold(graph, logits, y, 1.0))).accuracy(y) == 1
+    with pytest.raises(ValueError, match=r"target accuracy must be in \[0, 1\]"):
+        calibrate_threshold(graph, logits, y, 1.5)
+
+
+def test_sweep_reports_every_curve_with_wall_clock(exit_run, synthetic):
+    net, config = load_early_exit(exit_run)
+    graph = net.graph()
+    held = synthetic.split_holdout(config["training"]["holdout"])[1]
+    curves = sweep_graph(graph, net.backbone, 2, held, (synthetic.test_x, synthetic.test_y), "ee", "synthetic",
+                         [0.0, 0.1], [0.0, 5.0], timing=LatencyConfig(batch_sizes=[64], min_run_time=0.01),
+                         timing_examples=128, rounds=1, progress=False)
+    assert [c.curve for c in curves] == ["full network", "learned policy", "confidence threshold"]
+    full = curves[0].points[0]
+    assert full.macs_ratio == 1.0 and full.wall_ratio == {"64": 1.0} and full.exits["final"] == 1.0
+    for point in curves[1].points + curves[2].points:
+        assert sum(point.exits.values()) == pytest.approx(1.0)
+        assert point.wall_ratio["64"] > 0 and point.wall_us["64"] > 0
+        assert point.macs == pytest.approx(point.macs_ratio * graph.full_macs)
+    assert curves[1].points[0].policies and "layer1" in curves[1].points[0].policies
+    doc = to_json(curves)
+    assert doc["runs"][1]["points"][0]["lam"] == 0.0 and "threshold" not in doc["runs"][1]["points"][0]
+    table = format_table(curves)
+    assert "% exit layer1" in table and "wall ratio @64" in table
+
+
+def test_confidence_features():
+    logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    f = confidence_features(logits)
+    assert f.shape == (2, 6)
+    assert f[0, 3] == pytest.approx(1.0, abs=1e-3) and f[0, 4] == pytest.approx(1.0, abs=1e-3)
+    assert f[1, 3] == pytest.approx(1 / 3) and f[1, 4] == 0 and f[1, 5] == pytest.approx(torch.log(torch.tensor(3.0)))
+
+
+def test_linear_policy_counts_its_macs():
+    graph = lookup_graph([[1], [2], []])
+    x, y, _ = three_kinds(300)
+    policies = fit_policies(graph, graph.all_logits(x), y, lam=0.2)
+    learned = [p for p in policies if isinstance(p, LearnedPolicy) and p.decisions[0].constant is None]
+    assert learned and all(p.macs == K + 3 for p in learned)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_takes_exits_after_every_stage(name):
+    torch.manual_seed(0)
+    options = {"mlp": {"hidden": [16, 16]}, "binarynet": {}}.get(name, {"width_mult": 0.25})
+    backbone = get_model(name, in_channels=1, input_size=12, **options)
+    stages = backbone_stages(backbone)
+    x = torch.randn(5, 1, 12, 12)
+    backbone.eval()
+    state = x
+    for _, module in stages:
+        state = module(state)
+    torch.testing.assert_close(state, backbone(x))
+    net = EarlyExitNet(backbone, [n for n, _ in stages[:-1]])
+    outputs = net.train()(x)
+    assert len(outputs) == len(stages) and all(o.shape == (5, 10) for o in outputs)
+    sum(o.sum() for o in outputs).backward()
+    assert all(p.grad is not None for p in net.exits.parameters())
+    graph = net.eval().graph()
+    assert graph.full_macs == pytest.approx(count_macs(backbone, x[:1]))
+
+
+def test_frozen_backbone_keeps_its_weights_and_statistics(synthetic):
+    torch.manual_seed(0)
+    backbone = get_model("resnet", in_channels=1, input_size=8, width_mult=0.25, blocks_per_stage=1)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    net = EarlyExitNet(backbone, ["stage1"])
+    exit_before = net.exits["stage1"][-1].weight.clone()
+    train_early_exit(net, synthetic, TrainConfig(epochs=1, holdout=100), freeze_backbone=True, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert not torch.equal(exit_before, net.exits["stage1"][-1].weight)
+    assert all(p.requires_grad for p in backbone.parameters())
+
+
+def test_holdout_is_kept_out_of_training(synthetic):
+    rest, (held_x, _) = synthetic.split_holdout(100)
+    again, (held_again, _) = synthetic.split_holdout(100)
+    assert torch.equal(held_x, held_again) and len(rest.train_y) == 900
+    used = training_subset(synthetic, TrainConfig(holdout=100, train_limit=500, seed=3)).train_x
+    flat = lambda t: {tuple(r.flatten().tolist()) for r in t}  # noqa: E731
+    assert len(used) == 500 and not flat(used) & flat(held_x)
+    with pytest.raises(ValueError, match="held-out split must be between 1 and 999"):
+        synthetic.split_holdout(1000)
+
+
+@pytest.mark.parametrize("exits, match", [
+    ([], "at least one exit"),
+    (["block9"], "unknown stage 'block9'; exits can follow block1, block2"),
+    (["head"], "'head' is the backbone's own output"),
+    (["block1", "block1"], "at most one exit"),
+])
+def test_bad_exits_are_named(exits, match):
+    with pytest.raises(ValueError, match=match):
+        EarlyExitNet(get_model("vgg16", width_mult=0.125), exits)
+
+
+def test_a_backbone_without_stages_is_refused_and_a_sequential_is_split():
+    class Plain(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="cannot be split into stages"):
+        EarlyExitNet(Plain(), ["a"], input_shape=(1, 4, 4))
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    net = EarlyExitNet(seq, ["2"], input_shape=(1, 4, 4))
+    assert [o.shape for o in net(torch.randn(2, 1, 4, 4))] == [(2, 3), (2, 3)]
+
+
+@pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])
+def test_bad_lambda_is_refused(lam):
+    graph = lookup_graph([[1], [2], []])
+    x, y, _ = three_kinds(30)
+    with pytest.raises(ValueError, match="λ .* must be a finite number >= 0"):
+        fit_policies(graph, graph.all_logits(x), y, lam)
+
+
+def test_parse_lambdas():
+    assert parse_lambdas("0, 0.01,1") == [0.0, 0.01, 1.0]
+    for bad, match in [("", "at least one λ"), ("a", "bad λ 'a'"), ("0.1,-1", "bad λ '-1'")]:
+        with pytest.raises(ValueError, match=match):
+            parse_lambdas(bad)
+
+
+@pytest.mark.parametrize("edges, match", [
+    ([(0, 3)], "unknown network; the networks are 0..2"),
+    ([(1, 0), (0, 2)], "goes backwards"),
+    ([(0, 1), (0, 1), (1, 2)], "given twice"),
+    ([(0, 2)], "no edge leads to network 1"),
+])
+def test_bad_cascade_edges_are_named(edges, match):
+    with pytest.raises(ValueError, match=match):
+        check_edges(edges, 3)
+
+
+def test_parse_edges():
+    assert parse_edges("0-1, 1-2,0-2") == [(0, 1), (1, 2), (0, 2)]
+    with pytest.raises(ValueError, match="FROM-TO"):
+        parse_edges("0>1")
+
+
+def test_cascade_with_a_jump_runs_only_the_networks_each_example_needs():
+    torch.manual_seed(0)
+    nets = [get_model("mlp", in_channels=1, input_size=8, hidden=[h]) for h in (4, 16, 64)]
+    cascade = Cascade(nets, [(0, 1), (1, 2), (0, 2)])
+    graph = cascade.graph()
+    assert graph.successors == [[1, 2], [2], []] and graph.full_macs == graph.nodes[2].macs
+    x = torch.randn(20, 1, 8, 8)
+    calls = [0, 0, 0]
+    for i, n in enumerate(nets):
+        n.register_forward_hook(lambda m, inp, out, i=i: calls.__setitem__(i, calls[i] + len(inp[0])))
+    outcome = graph.run(x, [FixedPolicy(2), FixedPolicy(0), None])  # jump 0 → 2 for all
+    assert calls == [20, 0, 20]
+    assert torch.equal(outcome.predictions, nets[2](x).argmax(1))
+    assert torch.allclose(outcome.macs, torch.full((20,), graph.nodes[0].macs + graph.nodes[2].macs, dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least two networks"):
+        Cascade(nets[:1])
+
+
+def test_run_checks_its_policies():
+    graph = lookup_graph([[1], [2], []])
+    x, _, _ = three_kinds(6)
+    with pytest.raises(ValueError, match="one policy per node"):
+        graph.run(x, [FixedPolicy(0)])
+    with pytest.raises(ValueError, match="has successors but no policy"):
+        graph.run(x, [None, FixedPolicy(0), None])
+    with pytest.raises(ValueError, match="chose an option outside 0..1"):
+        graph.run(x, [FixedPolicy(2), FixedPolicy(0), None])
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cascade_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cascade")
+    runs = []
+    for i, hidden in enumerate(([8], [64, 64])):
+        out = root / f"c{i}"
+        train_run(out, "mlp", "synthetic", TrainConfig(epochs=4 + 4 * i, holdout=200, seed=i),
+                  {"hidden": hidden, "profile": "all-one"}, progress=False)
+        runs.append(str(out))
+    return runs
+
+
+def test_cli_adaptive_train_and_sweep(tmp_path, capsys):
+    run = tmp_path / "ee"
+    assert main(["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--set", "hidden=[32,32]",
+                 "--exits", "layer1", "--exit-weights", "0.5,1", "--epochs", "3", "--out", str(run)]) == 0
+    assert "layer1" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["training"]["holdout"] == 100  # 10% default
+    out = tmp_path / "sweep"
+    assert main(["adaptive", "sweep", str(run), "--lambdas", "0,0.05", "--max-loss", "1", "--batch", "64",
+                 "--timing-examples", "64", "--rounds", "1", "--min-run-time", "0.01",
+                 "--json", f"{out}.json", "--plot", f"{out}.png", "--markdown", f"{out}.md"]) == 0
+    text = capsys.readouterr().out
+    assert "learned policy" in text and "confidence threshold" in text and "wall ratio @64" in text
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["curve"] for r in doc["runs"]] == ["full network", "learned policy", "confidence threshold"]
+    assert doc["batch_sizes"] == [64]
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "sweep.md").read_text().startswith("| curve | setting |")
+
+
+def test_cli_adaptive_cascade(cascade_runs, tmp_path, capsys):
+    assert main(["adaptive", "cascade", *cascade_runs, "--lambdas", "0,0.1", "--max-loss", "0,2",
+                 "--no-timing", "--json", str(tmp_path / "c.json")]) == 0
+    assert "single networks" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert [r["curve"] for r in doc["runs"]][-1] == "single networks"
+    assert all("wall_ratio" not in p for r in doc["runs"] for p in r["points"])
+
+
+def test_cli_adaptive_frozen_backbone(cascade_runs, tmp_path, capsys):
+    run = tmp_path / "frozen"
+    assert main(["adaptive", "train", "--backbone", cascade_runs[1], "--data", "synthetic", "--exits", "layer1",
+                 "--holdout", "200", "--epochs", "2", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone_run"] == cascade_runs[1] and config["model"]["name"] == "mlp"
+    assert main(["adaptive", "train", "--backbone", cascade_runs[1], "--data", "synthetic", "--exits", "layer1",
+                 "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "held out 200 training examples but this run holds out 100" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["adaptive", "sweep", "RUN", "--lambdas", "-1"], "bad λ '-1'"),
+    (["adaptive", "sweep", "RUN", "--max-loss", "150"], "between 0 and 100 points"),
+    (["adaptive", "sweep", "MLP"], "is not an early-exit run"),
+    (["adaptive", "train", "--data", "synthetic", "--exits", "block7", "--out", "OUT"], "unknown stage 'block7'"),
+    (["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--exits", "layer1", "--exit-weights", "1",
+      "--out", "OUT"], "give 2 exit loss weights"),
+    (["adaptive", "cascade", "MLP", "MLP"], "no held-out data"),
+    (["adaptive", "cascade", "C0", "C1", "--edges", "1-0"], "goes backwards"),
+])
+def test_cli_adaptive_bad_input_is_one_line(args, fragment, exit_run, mlp_run, cascade_runs, tmp_path, capsys):
+    names = {"RUN": str(exit_run), "MLP": str(mlp_run), "OUT": str(tmp_path / "out"),
+             "C0": cascade_runs[0], "C1": cascade_runs[1]}
+    assert main([names.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cascade_runs_must_share_their_holdout(cascade_runs, exit_run, tmp_path):
+    other = tmp_path / "other"
+    train_run(other, "mlp", "synthetic", TrainConfig(epochs=1, holdout=50), {"hidden": [8]}, progress=False)
+    from dynscale.adaptive import sweep_cascade
+
+    with pytest.raises(DynscaleError, match="hold out different numbers"):
+        sweep_cascade([cascade_runs[0], other])

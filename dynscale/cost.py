@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Puts modules in eval mode and afterwards restores every submodule's own training flag
+    (restoring only the top module's flag would, for a wrapper built in training mode, switch
+    the network inside to training mode)."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> float:
@@ -22,13 +39,8 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> float:
     Returns:
         MACs per example.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(example)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
     return counter.get_total_flops() / 2 / example.shape[0]
 
 
@@ -55,15 +67,10 @@ def measure_latency(model: nn.Module, example_shape: tuple[int, ...], batch_size
     Returns:
         Median milliseconds per forward pass.
     """
-    was_training = model.training
-    model.eval()
     x = torch.randn(batch_size, *example_shape)
-    try:
-        with torch.no_grad():
-            model(x)  # warm-up, and fills the layers' folded-weight cache
-            timer = Timer(stmt="model(x)", globals={"model": model, "x": x},
-                          num_threads=threads, setup="torch.set_grad_enabled(False)")
-            measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        model(x)  # warm-up, and fills the layers' folded-weight cache
+        timer = Timer(stmt="model(x)", globals={"model": model, "x": x},
+                      num_threads=threads, setup="torch.set_grad_enabled(False)")
+        measurement = timer.blocked_autorange(min_run_time=min_run_time)
     return measurement.median * 1e3

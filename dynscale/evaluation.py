@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cost import eval_mode
+
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
@@ -16,11 +18,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         y: labels ``(N,)``.
         batch_size: examples per forward pass.
     """
-    was_training = model.training
-    model.eval()
     correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])  # (b, classes)
-        correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size])  # (b, classes)
+            correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
     return correct / max(1, len(x))

@@ -219,9 +219,10 @@ def test_threshold_calibration_reaches_its_held_out_target():
         t = calibrate_threshold(graph, logits, y, target)
         outcome = graph.simulate(logits, threshold_policies(graph, t))
         assert outcome.accuracy(y) >= target
-    # Unreachable (node 2 alone is right on all, but the threshold chain passes through nothing
-    # better than 100%): a target above 1 is refused, 1.0 is reached by never stopping early.
-    assert graph.simulate(logits, threshold_policies(graph, calibrate_threshold(graph, logits, y, 1.0))).accuracy(y) == 1
+    # 100% is reached (node 2 is always right) by stopping early only where that is right;
+    # a target above 1 is refused.
+    perfect = threshold_policies(graph, calibrate_threshold(graph, logits, y, 1.0))
+    assert graph.simulate(logits, perfect).accuracy(y) == 1
     with pytest.raises(ValueError, match=r"target accuracy must be in \[0, 1\]"):
         calibrate_threshold(graph, logits, y, 1.5)
 
@@ -375,9 +376,33 @@ def test_cascade_with_a_jump_runs_only_the_networks_each_example_needs():
     outcome = graph.run(x, [FixedPolicy(2), FixedPolicy(0), None])  # jump 0 → 2 for all
     assert calls == [20, 0, 20]
     assert torch.equal(outcome.predictions, nets[2](x).argmax(1))
-    assert torch.allclose(outcome.macs, torch.full((20,), graph.nodes[0].macs + graph.nodes[2].macs, dtype=torch.float64))
+    route = graph.nodes[0].macs + graph.nodes[2].macs
+    assert torch.allclose(outcome.macs, torch.full((20,), route, dtype=torch.float64))
     with pytest.raises(ValueError, match="at least two networks"):
         Cascade(nets[:1])
+
+
+def test_graphs_leave_every_module_in_its_mode_and_evaluate_in_eval_mode():
+    # Regression: node wrappers are built in training mode; restoring only their own flag
+    # switched the batch-norm networks inside to training mode (batch statistics).
+    torch.manual_seed(0)
+    nets = [get_model("resnet", in_channels=1, input_size=8, width_mult=0.25, blocks_per_stage=1).eval()
+            for _ in range(2)]
+    for net in nets:  # non-trivial running statistics
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+    x = torch.randn(9, 1, 8, 8)
+    expected = [net(x) for net in nets]
+    graph = Cascade(nets).graph()
+    logits = graph.all_logits(x)
+    graph.run(x, [FixedPolicy(1), None])
+    assert not any(m.training for net in nets for m in net.modules())
+    for got, want in zip(logits, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    nets[0].train()
+    graph.all_logits(x)
+    assert all(m.training for m in nets[0].modules())
 
 
 def test_run_checks_its_policies():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cost import count_macs
+from ..cost import count_macs, eval_mode
 from ..data import Dataset
 from ..training import TrainConfig, make_optimizer, make_schedule, training_subset
 from .graph import AdaptiveGraph, Node, node_macs
@@ -100,15 +100,12 @@ class EarlyExitNet(nn.Module):
         self.input_shape = tuple(input_shape)
 
         # Probe each stage's output shape to size its exit (eval: batch-norm statistics stay put).
-        was_training = backbone.training
-        backbone.eval()
         state = torch.zeros(1, *self.input_shape)
         shapes = {}
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(backbone):
             for name, module in stages:
                 state = module(state)
                 shapes[name] = state
-        backbone.train(was_training)
         self.num_classes = state.shape[1]
         self.exits = nn.ModuleDict({name: exit_head(shapes[name], self.num_classes) for name in self.exit_names})
 
@@ -226,11 +223,9 @@ def train_early_exit(net: EarlyExitNet, data: Dataset, config: TrainConfig,
 @torch.no_grad()
 def exit_accuracies(net: EarlyExitNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> dict[str, float]:
     """Accuracy of every exit (and the final output) on ``(x, y)``, each on all examples."""
-    was_training = net.training
-    net.eval()
     correct = torch.zeros(len(net.node_names))
-    for start in range(0, len(x), batch_size):
-        for i, logits in enumerate(net(x[start:start + batch_size])):
-            correct[i] += (logits.argmax(1) == y[start:start + batch_size]).sum()
-    net.train(was_training)
+    with eval_mode(net):
+        for start in range(0, len(x), batch_size):
+            for i, logits in enumerate(net(x[start:start + batch_size])):
+                correct[i] += (logits.argmax(1) == y[start:start + batch_size]).sum()
     return {name: round(correct[i].item() / max(1, len(x)), 6) for i, name in enumerate(net.node_names)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..cost import count_macs
+from ..cost import count_macs, eval_mode
 
 
 @dataclass
@@ -71,6 +71,10 @@ class AdaptiveGraph:
         self.full_macs = float(full_macs)
 
     @property
+    def modules(self) -> list[nn.Module]:
+        return [n.module for n in self.nodes]
+
+    @property
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
@@ -92,6 +96,11 @@ class AdaptiveGraph:
             One ``(N, classes)`` tensor per node.
         """
         outputs: list[list[torch.Tensor]] = [[] for _ in self.nodes]
+        with eval_mode(*self.modules):
+            self._all_logits(x, batch_size, outputs)
+        return [torch.cat(o) for o in outputs]
+
+    def _all_logits(self, x: torch.Tensor, batch_size: int, outputs: list[list[torch.Tensor]]) -> None:
         for start in range(0, len(x), batch_size):
             states: dict[int, torch.Tensor] = {}
             for i, node in enumerate(self.nodes):
@@ -99,7 +108,6 @@ class AdaptiveGraph:
                 state_in = x[start:start + batch_size] if not parents else states[parents[0]]
                 states[i], logits = node.module(state_in)
                 outputs[i].append(logits)
-        return [torch.cat(o) for o in outputs]
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, policies: Sequence, batch_size: int = 256) -> Outcome:
@@ -117,6 +125,10 @@ class AdaptiveGraph:
         Returns:
             Predictions, exit nodes and per-example MACs in the order of ``x``.
         """
+        with eval_mode(*self.modules):
+            return self._run(x, policies, batch_size)
+
+    def _run(self, x: torch.Tensor, policies: Sequence, batch_size: int) -> Outcome:
         self._check_policies(policies)
         n = len(x)
         predictions = torch.empty(n, dtype=torch.long)
@@ -189,12 +201,9 @@ def node_macs(modules: Sequence[nn.Module], example: torch.Tensor, parents: Sequ
     ``example`` for a node without one)."""
     states: list[torch.Tensor] = []
     counts = []
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(*modules):
         for module, parent in zip(modules, parents, strict=True):
             state_in = example if parent is None else states[parent]
             counts.append(count_macs(module, state_in))
-            was_training = module.training
-            module.eval()
             states.append(module(state_in)[0])
-            module.train(was_training)
     return counts

@@ -25,7 +25,7 @@ from .graph import AdaptiveGraph
 from .policy import calibrate_threshold, check_lambda, fit_policies, threshold_policies
 from .runs import load_early_exit
 
-DEFAULT_LAMBDAS = [0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+DEFAULT_LAMBDAS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
 DEFAULT_MAX_LOSSES = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]  # accuracy points below the full network
 LEARNED, THRESHOLD, FULL, SINGLE = "learned policy", "confidence threshold", "full network", "single networks"
 

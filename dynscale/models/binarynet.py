@@ -76,10 +76,10 @@ class BinaryNet(nn.Module):
         The cloud's first layer binarizes its input, so the device sends sign bits:
         ⌈k·h·w / 8⌉ bytes for k kept channels of h×w.
         """
-        was_training = self.training
-        self.eval()
-        out = self.device(x[:1])  # (1, k, h, w)
-        self.train(was_training)
+        from ..cost import eval_mode
+
+        with eval_mode(self):
+            out = self.device(x[:1])  # (1, k, h, w)
         return float(math.ceil(out[0].numel() / 8))
 
 

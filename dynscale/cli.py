@@ -161,9 +161,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .checkpoint import load_run
+    from .checkpoint import load_run, read_config
     from .layers import incomplete_layers
 
+    if read_config(args.run).get("kind") == "early-exit":
+        from .adaptive.runs import load_early_exit
+
+        net, cfg = load_early_exit(args.run)
+        print(f"run:        {args.run} (early exits)")
+        print(f"model:      {cfg['model']['name']} {json.dumps(cfg['model']['config'])}")
+        print(f"exits:      {', '.join(net.exit_names)} (then the final output)")
+        print(f"backbone:   {'frozen, from ' + cfg['backbone_run'] if cfg.get('backbone_run') else 'trained jointly'}")
+        print(f"data:       {cfg['data']} ({cfg['training']['holdout']} training examples held out)")
+        print(f"training:   {json.dumps(cfg.get('training', {}))}")
+        print(f"metrics:    {json.dumps(cfg.get('metrics', {}))}")
+        return
     run = load_run(args.run)
     cfg = run.config
     params = sum(p.numel() for p in run.model.parameters())  # shared parameters count once
@@ -212,7 +224,7 @@ def _report_adaptive(args: argparse.Namespace, curves: list, title: str) -> None
 
     print(format_table(curves))
     extra = {"batch_sizes": _int_list(args.batch) if not args.no_timing else [], "threads": args.threads,
-             "timing_examples": args.timing_examples}
+             "timing_examples": args.timing_examples, "channels_last": args.channels_last}
     if args.json:
         write_json(curves, args.json, **extra)
         print(f"wrote {args.json}")
@@ -230,7 +242,8 @@ def _sweep_options(args: argparse.Namespace) -> dict:
     timing = None if args.no_timing else LatencyConfig(batch_sizes=_int_list(args.batch), threads=args.threads,
                                                        min_run_time=args.min_run_time)
     return {"lambdas": parse_lambdas(args.lambdas), "max_losses": _float_list(args.max_loss), "data": args.data,
-            "timing": timing, "timing_examples": args.timing_examples, "rounds": args.rounds}
+            "timing": timing, "timing_examples": args.timing_examples, "rounds": args.rounds,
+            "channels_last": args.channels_last}
 
 
 def cmd_adaptive_sweep(args: argparse.Namespace) -> None:
@@ -284,6 +297,8 @@ def _add_adaptive_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-examples", type=int, default=2560, help="test examples timed per point")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds (ratios are medians over rounds)")
     p.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per point per round")
+    p.add_argument("--channels-last", action="store_true",
+                   help="time with channels-last memory, full network and adaptive alike (often faster on CPU)")
     p.add_argument("--no-timing", action="store_true", help="skip the wall-clock timing")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--plot", default=None, help="write accuracy vs mean MAC ratio as PNG here")

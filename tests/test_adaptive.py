@@ -143,6 +143,23 @@ def test_forced_exit_at_the_first_stage_runs_nothing_else():
     assert torch.equal(outcome.predictions, net(x)[0].argmax(1))
 
 
+def test_real_exits_work_in_channels_last_memory():
+    torch.manual_seed(0)
+    net = EarlyExitNet(get_model("vgg16", in_channels=1, input_size=16, width_mult=0.125), ["block1", "block2"]).eval()
+    graph = net.graph()
+    x = torch.randn(50, 1, 16, 16)
+    median = graph.all_logits(x)[0].softmax(1).amax(1).median().item()
+    policies = threshold_policies(graph, median)
+    plain = graph.run(x, policies, batch_size=16)
+    formats = []
+    net.exits["block2"].register_forward_pre_hook(
+        lambda m, inp: formats.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    net.to(memory_format=torch.channels_last)
+    fast = graph.run(x.contiguous(memory_format=torch.channels_last), policies, batch_size=16)
+    assert torch.equal(plain.exit_node, fast.exit_node) and torch.equal(plain.predictions, fast.predictions)
+    assert formats and all(formats)  # the gathered batches stayed channels-last
+
+
 def test_never_exiting_gives_the_backbones_predictions_and_pays_for_every_exit():
     torch.manual_seed(0)
     backbone = get_model("resnet", in_channels=1, input_size=12, width_mult=0.25).eval()
@@ -204,6 +221,12 @@ def test_early_exit_run_round_trips_and_is_not_a_width_run(exit_run, synthetic):
     assert config["metrics"]["exit_accuracy"]["final"] > 0.8
     with pytest.raises(CheckpointError, match="early-exit run; load it with"):
         load_run(exit_run)
+
+
+def test_cli_info_describes_an_early_exit_run(exit_run, capsys):
+    assert main(["info", str(exit_run)]) == 0
+    out = capsys.readouterr().out
+    assert "exits:      layer1, layer2" in out and "200 training examples held out" in out
 
 
 def test_load_early_exit_rejects_a_width_run(mlp_run):

@@ -153,7 +153,8 @@ class AdaptiveGraph:
                 for j, succ in enumerate(self.successors[i], start=1):
                     go = (option == j).nonzero().squeeze(1)
                     if len(go):
-                        pending.setdefault(succ, []).append((index[go], state.index_select(0, go)))
+                        # Indexing (unlike index_select) keeps a channels-last state channels-last.
+                        pending.setdefault(succ, []).append((index[go], state[go]))
         return Outcome(predictions, exit_node, macs)
 
     def simulate(self, logits: Sequence[torch.Tensor], policies: Sequence) -> Outcome:

@@ -83,7 +83,7 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
                 name: str, data: str, lambdas: Sequence[float], max_losses: Sequence[float],
                 estimator=None, timing: LatencyConfig | None = None, timing_examples: int = 2560,
                 rounds: int = 3, batch_size: int = 256, singles: bool = False,
-                progress: bool | None = None) -> list[AdaptiveCurve]:
+                channels_last: bool = False, progress: bool | None = None) -> list[AdaptiveCurve]:
     """Sweeps learned policies over λ and the threshold baseline over target accuracies.
 
     Args:
@@ -102,6 +102,8 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
         rounds: timing rounds; ratios are medians over rounds.
         batch_size: examples per batch for the accuracy and MAC measurement.
         singles: also report each node's network alone (cascades).
+        channels_last: time with channels-last memory (inputs and convolution weights, for
+            the full network and the adaptive one alike); often faster on CPU.
         progress: show a progress bar; None shows it only on a terminal.
 
     Returns:
@@ -158,7 +160,12 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
             timed.append((point, _batched(net)))
         curves.append(single)
     if timing is not None:
-        measure_wall_clock(timed, test_x[:timing_examples], timing, rounds, progress)
+        x = test_x[:timing_examples]
+        if channels_last:
+            for module in [reference, *graph.modules]:
+                module.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        measure_wall_clock(timed, x, timing, rounds, progress)
     return curves
 
 
@@ -172,27 +179,36 @@ def _batched(model: nn.Module) -> Callable[[torch.Tensor, int], None]:
 @torch.no_grad()
 def measure_wall_clock(timed: list[tuple[AdaptivePoint, Callable]], x: torch.Tensor, timing: LatencyConfig,
                        rounds: int, progress: bool | None = None) -> None:
-    """Times every point's inference over ``x`` with ``torch.utils.benchmark.Timer`` and stores
-    µs per example and the ratio to the first point (the full network), median over rounds in
-    which all points are timed one after the other."""
+    """Times every point's inference over ``x`` with ``torch.utils.benchmark.Timer``.
+
+    The first point is the full network, the reference. Each round times the reference, every
+    other point, then the reference again; a point's ratio in a round is to the mean of the two
+    reference timings, so slow drift of a shared machine falls on both sides. Stores µs per
+    example and the ratio, medians over rounds.
+    """
     if rounds < 1:
         raise ValueError(f"timing rounds must be at least 1, got {rounds}")
-    per_round: dict[int, dict[str, list[float]]] = {i: {} for i in range(len(timed))}
-    bar = tqdm(total=rounds * len(timed) * len(timing.batch_sizes), desc="wall-clock", unit="timing",
+
+    def seconds(fn: Callable, b: int) -> float:
+        timer = Timer(stmt="fn(x, b)", globals={"fn": fn, "x": x, "b": b}, num_threads=timing.threads)
+        return timer.blocked_autorange(min_run_time=timing.min_run_time).median
+
+    us: dict[int, dict[str, list[float]]] = {i: {} for i in range(len(timed))}
+    ratios: dict[int, dict[str, list[float]]] = {i: {} for i in range(len(timed))}
+    bar = tqdm(total=rounds * (len(timed) + 1) * len(timing.batch_sizes), desc="wall-clock", unit="timing",
                disable=None if progress is None else not progress)
     for _ in range(rounds):
         for b in timing.batch_sizes:
-            for i, (_, fn) in enumerate(timed):
-                timer = Timer(stmt="fn(x, b)", globals={"fn": fn, "x": x, "b": b}, num_threads=timing.threads)
-                seconds = timer.blocked_autorange(min_run_time=timing.min_run_time).median
-                per_round[i].setdefault(str(b), []).append(seconds * 1e6 / len(x))
-                bar.update()
+            measured = [seconds(fn, b) for _, fn in timed] + [seconds(timed[0][1], b)]
+            bar.update(len(measured))
+            reference = (measured[0] + measured[-1]) / 2
+            for i, t in enumerate(measured[:-1]):
+                us[i].setdefault(str(b), []).append(t * 1e6 / len(x))
+                ratios[i].setdefault(str(b), []).append(1.0 if i == 0 else t / reference)
     bar.close()
-    reference = per_round[0]
     for i, (point, _) in enumerate(timed):
-        point.wall_us = {b: round(_median(v), 3) for b, v in per_round[i].items()}
-        point.wall_ratio = {b: round(_median([t / r for t, r in zip(v, reference[b], strict=True)]), 4)
-                            for b, v in per_round[i].items()}
+        point.wall_us = {b: round(_median(v), 3) for b, v in us[i].items()}
+        point.wall_ratio = {b: round(_median(v), 4) for b, v in ratios[i].items()}
 
 
 def _median(values: list[float]) -> float:

@@ -217,19 +217,19 @@ def cmd_adaptive_train(args: argparse.Namespace) -> None:
     print(f"wrote {out}: test accuracy per exit: {accs} ({metrics['train_seconds']:.1f} s)")
 
 
-def _report_adaptive(args: argparse.Namespace, curves: list, title: str) -> None:
+def _report_adaptive(args: argparse.Namespace, curves: list, title: str, ran: bool = False) -> None:
     from .adaptive.sweep import format_table, write_json
     from .checkpoint import atomic_write
     from .sweep import plot
 
-    print(format_table(curves))
+    print(format_table(curves, ran=ran))
     extra = {"batch_sizes": _int_list(args.batch) if not args.no_timing else [], "threads": args.threads,
              "timing_examples": args.timing_examples, "channels_last": args.channels_last}
     if args.json:
         write_json(curves, args.json, **extra)
         print(f"wrote {args.json}")
     if args.markdown:
-        atomic_write(Path(args.markdown), lambda p: p.write_text(format_table(curves, markdown=True) + "\n"))
+        atomic_write(Path(args.markdown), lambda p: p.write_text(format_table(curves, markdown=True, ran=ran) + "\n"))
         print(f"wrote {args.markdown}")
     if args.plot:
         plot(curves, args.plot, title=args.title or title, xlabel="mean MACs relative to the full network")
@@ -259,7 +259,7 @@ def cmd_adaptive_cascade(args: argparse.Namespace) -> None:
 
     edges = parse_edges(args.edges) if args.edges else None
     curves = sweep_cascade(args.runs, edges, name=args.name, **_sweep_options(args))
-    _report_adaptive(args, curves, f"Network selection: {' → '.join(Path(r).name for r in args.runs)}")
+    _report_adaptive(args, curves, f"Network selection: {' → '.join(Path(r).name for r in args.runs)}", ran=True)
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -94,6 +94,8 @@ def test_learned_policy_finds_the_known_policy():
     assert outcome.accuracy(test_y) == 1.0
     # Kind 2 jumped: only kind 1 reached node 1.
     assert graph.nodes[1].module.seen == (test_kind == 1).sum()
+    assert outcome.ran.tolist() == [600, 200, 200]
+    assert outcome.ran_fractions(graph.names) == {"n0": 1.0, "n1": pytest.approx(1 / 3), "n2": pytest.approx(1 / 3)}
     # MACs: the nodes on the route, plus the policy of each node visited that has one.
     p0, p1 = policies[0].macs, policies[1].macs
     assert p0 == 2 * (K + 3) and p1 == K + 3  # two linear decisions at node 0, one at node 1
@@ -185,6 +187,7 @@ def test_real_exits_keep_the_original_order_and_match_the_simulation():
     assert torch.equal(real.predictions, simulated.predictions)
     assert torch.equal(real.exit_node, simulated.exit_node)
     assert torch.allclose(real.macs, simulated.macs)
+    assert torch.equal(real.ran, simulated.ran)
     # Each prediction is the argmax of the node where that example stopped.
     per_node = torch.stack(graph.all_logits(test_x)).argmax(2)  # (nodes, N)
     assert torch.equal(real.predictions, per_node[real.exit_node, torch.arange(600)])
@@ -476,7 +479,8 @@ def test_cli_adaptive_train_and_sweep(tmp_path, capsys):
 def test_cli_adaptive_cascade(cascade_runs, tmp_path, capsys):
     assert main(["adaptive", "cascade", *cascade_runs, "--lambdas", "0,0.1", "--max-loss", "0,2",
                  "--no-timing", "--json", str(tmp_path / "c.json")]) == 0
-    assert "single networks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "single networks" in out and "% ran c1" in out
     doc = json.loads((tmp_path / "c.json").read_text())
     assert [r["curve"] for r in doc["runs"]][-1] == "single networks"
     assert all("wall_ratio" not in p for r in doc["runs"] for p in r["points"])

@@ -40,6 +40,11 @@ class Outcome:
     predictions: torch.Tensor  # (N,) class index
     exit_node: torch.Tensor  # (N,) index of the node each example stopped at
     macs: torch.Tensor  # (N,) MACs spent on each example, policies included
+    ran: torch.Tensor  # (nodes,) how many examples each node computed
+
+    def ran_fractions(self, names: Sequence[str]) -> dict[str, float]:
+        n = max(1, len(self.exit_node))
+        return {name: round(self.ran[i].item() / n, 6) for i, name in enumerate(names)}
 
     def accuracy(self, y: torch.Tensor) -> float:
         return (self.predictions == y).float().mean().item()
@@ -134,6 +139,7 @@ class AdaptiveGraph:
         predictions = torch.empty(n, dtype=torch.long)
         exit_node = torch.empty(n, dtype=torch.long)
         macs = torch.zeros(n, dtype=torch.float64)
+        ran = torch.zeros(len(self.nodes), dtype=torch.long)
         for start in range(0, n, batch_size):
             # Per node: the (original indices, states) routed to it, from each parent.
             pending: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {
@@ -145,6 +151,7 @@ class AdaptiveGraph:
                 index = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]  # (b,)
                 state = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
                 state, logits = node.module(state)  # (b, ...), (b, classes)
+                ran[i] += len(index)
                 option = self._choose(i, policies[i], logits)  # (b,)
                 macs[index] += node.macs + (policies[i].macs if policies[i] is not None else 0.0)
                 stop = option == 0
@@ -155,7 +162,7 @@ class AdaptiveGraph:
                     if len(go):
                         # Indexing (unlike index_select) keeps a channels-last state channels-last.
                         pending.setdefault(succ, []).append((index[go], state[go]))
-        return Outcome(predictions, exit_node, macs)
+        return Outcome(predictions, exit_node, macs, ran)
 
     def simulate(self, logits: Sequence[torch.Tensor], policies: Sequence) -> Outcome:
         """The bookkeeping of :meth:`run` on logits computed beforehand at every node."""
@@ -164,10 +171,12 @@ class AdaptiveGraph:
         predictions = torch.empty(n, dtype=torch.long)
         exit_node = torch.empty(n, dtype=torch.long)
         macs = torch.zeros(n, dtype=torch.float64)
+        ran = torch.zeros(len(self.nodes), dtype=torch.long)
         reached = [torch.zeros(n, dtype=torch.bool) for _ in self.nodes]
         reached[0][:] = True
         for i, node in enumerate(self.nodes):
             index = reached[i].nonzero().squeeze(1)
+            ran[i] = len(index)
             if not len(index):
                 continue
             node_logits = logits[i][index]
@@ -178,7 +187,7 @@ class AdaptiveGraph:
             exit_node[index[stop]] = i
             for j, succ in enumerate(self.successors[i], start=1):
                 reached[succ][index[option == j]] = True
-        return Outcome(predictions, exit_node, macs)
+        return Outcome(predictions, exit_node, macs, ran)
 
     def _choose(self, i: int, policy, logits: torch.Tensor) -> torch.Tensor:
         if not self.successors[i]:

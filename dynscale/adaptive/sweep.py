@@ -39,6 +39,7 @@ class AdaptivePoint:
     macs: float  # mean per example, policies included
     macs_ratio: float  # macs / the full network's
     exits: dict[str, float]  # node -> fraction of test examples that stop there
+    ran: dict[str, float] | None = None  # node -> fraction of test examples it computed
     wall_us: dict[str, float] | None = None  # batch size -> median µs per example
     wall_ratio: dict[str, float] | None = None  # batch size -> wall-clock / the full network's
     lam: float | None = None
@@ -130,7 +131,7 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
         outcome = graph.run(test_x, node_policies, batch_size)
         mean = outcome.macs.mean().item()
         point = AdaptivePoint(setting, outcome.accuracy(test_y), mean, mean / graph.full_macs,
-                              outcome.exit_fractions(names), **fields)
+                              outcome.exit_fractions(names), outcome.ran_fractions(names), **fields)
         timed.append((point, lambda x, b, p=node_policies: graph.run(x, p, b)))
         return point
 
@@ -285,19 +286,21 @@ def write_json(curves: list[AdaptiveCurve], path: str | Path, **extra) -> None:
     atomic_write(Path(path), lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
 
 
-def format_table(curves: list[AdaptiveCurve], markdown: bool = False) -> str:
-    """One row per point: accuracy, mean MACs, MAC ratio, wall-clock ratio per batch size and the
-    percentage of examples leaving at each node."""
+def format_table(curves: list[AdaptiveCurve], markdown: bool = False, ran: bool = False) -> str:
+    """One row per point: accuracy, mean MACs, MAC ratio, wall-clock ratio per batch size, the
+    percentage of examples leaving at each node and, with ``ran``, the percentage each node
+    computed (which shows jumps in a cascade)."""
     nodes = list(dict.fromkeys(n for c in curves for p in c.points for n in p.exits))
     batches = sorted({b for c in curves for p in c.points for b in (p.wall_ratio or {})}, key=int)
     header = ["curve", "setting", "acc %", "mean MACs", "MAC ratio", *(f"wall ratio @{b}" for b in batches),
-              *(f"% exit {n}" for n in nodes)]
+              *(f"% exit {n}" for n in nodes), *(f"% ran {n}" for n in nodes if ran)]
     rows = []
     for c in curves:
         for p in c.points:
             rows.append([c.curve, p.setting, f"{100 * p.accuracy:.2f}", human_count(p.macs), f"{p.macs_ratio:.3f}",
                          *(f"{(p.wall_ratio or {}).get(b, float('nan')):.3f}" for b in batches),
-                         *(f"{100 * p.exits.get(n, 0.0):.1f}" for n in nodes)])
+                         *(f"{100 * p.exits.get(n, 0.0):.1f}" for n in nodes),
+                         *(f"{100 * (p.ran or p.exits).get(n, 0.0):.1f}" for n in nodes if ran)])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])

@@ -20,6 +20,7 @@ from dynscale.adaptive import (
     confidence_features,
     fit_policies,
     load_early_exit,
+    sweep_cascade,
     sweep_graph,
     threshold_policies,
     train_early_exit,
@@ -27,10 +28,11 @@ from dynscale.adaptive import (
 )
 from dynscale.adaptive.cascade import check_edges, parse_edges
 from dynscale.adaptive.sweep import format_table, parse_lambdas, to_json
-from dynscale.checkpoint import load_run
+from dynscale.checkpoint import load_run, save_run
 from dynscale.cli import main
 from dynscale.cost import LatencyConfig, count_macs
 from dynscale.errors import CheckpointError, DynscaleError
+from dynscale.export import dense
 from dynscale.training import TrainConfig, train_run, training_subset
 
 K = 4  # classes of the synthetic graphs
@@ -230,6 +232,19 @@ def test_cli_info_describes_an_early_exit_run(exit_run, capsys):
     assert main(["info", str(exit_run)]) == 0
     out = capsys.readouterr().out
     assert "exits:      layer1, layer2" in out and "200 training examples held out" in out
+
+
+def test_a_loaded_early_exit_backbone_exports_dense(tmp_path):
+    # Regression: the exits' shape probe filled the layers' inference cache before the weights
+    # were loaded; deep-copying (dense export) then failed on the cached view.
+    torch.manual_seed(0)
+    net = EarlyExitNet(get_model("vgg16", in_channels=1, input_size=8, width_mult=0.125), ["block2"])
+    save_run(tmp_path / "ee", net, "vgg16", "synthetic", extra={"kind": "early-exit", "exits": ["block2"]})
+    loaded, _ = load_early_exit(tmp_path / "ee")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(loaded.backbone, 1.0)(x), loaded.backbone(x))
+        torch.testing.assert_close(loaded(x)[-1], net.eval()(x)[-1])
 
 
 def test_load_early_exit_rejects_a_width_run(mlp_run):
@@ -519,7 +534,6 @@ def test_cli_adaptive_bad_input_is_one_line(args, fragment, exit_run, mlp_run, c
 def test_cascade_runs_must_share_their_holdout(cascade_runs, exit_run, tmp_path):
     other = tmp_path / "other"
     train_run(other, "mlp", "synthetic", TrainConfig(epochs=1, holdout=50), {"hidden": [8]}, progress=False)
-    from dynscale.adaptive import sweep_cascade
 
     with pytest.raises(DynscaleError, match="hold out different numbers"):
         sweep_cascade([cascade_runs[0], other])

@@ -59,6 +59,12 @@ class IncompleteLayer(WidthScaled):
             self._cache = (full_key, build())
         return self._cache[1]
 
+    def __getstate__(self) -> dict:
+        # A copy rebuilds its own cache: a cached view of a weight that was since changed in
+        # place (loading a checkpoint) cannot be deep-copied.
+        state = super().__getstate__()
+        return {**state, "_cache": None}
+
     def _sources(self) -> list[torch.Tensor]:
         tensors = [self.weight, self.profile]
         return tensors + ([self.bias] if self.bias is not None else [])

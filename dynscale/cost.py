@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -53,6 +53,18 @@ class LatencyConfig:
     min_run_time: float = 0.3
 
 
+def median_seconds(fn: Callable[[], object], threads: int = 1, min_run_time: float = 0.3) -> float:
+    """Median seconds of one call of ``fn``, with ``torch.utils.benchmark.Timer`` (gradients off).
+
+    Args:
+        fn: what to time.
+        threads: intra-op threads while timing.
+        min_run_time: seconds of timing (``blocked_autorange``).
+    """
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, setup="torch.set_grad_enabled(False)")
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
 def measure_latency(model: nn.Module, example_shape: tuple[int, ...], batch_size: int,
                     threads: int = 1, min_run_time: float = 0.3) -> float:
     """Median wall-clock latency of one forward pass, with ``torch.utils.benchmark.Timer``.
@@ -70,7 +82,4 @@ def measure_latency(model: nn.Module, example_shape: tuple[int, ...], batch_size
     x = torch.randn(batch_size, *example_shape)
     with eval_mode(model), torch.no_grad():
         model(x)  # warm-up, and fills the layers' folded-weight cache
-        timer = Timer(stmt="model(x)", globals={"model": model, "x": x},
-                      num_threads=threads, setup="torch.set_grad_enabled(False)")
-        measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    return measurement.median * 1e3
+        return median_seconds(lambda: model(x), threads, min_run_time) * 1e3

@@ -23,6 +23,7 @@ from .layers import (
     set_width,
 )
 from .layers.batchnorm import _IncompleteBatchNorm
+from .models.common import input_shape
 from .multiprofile import MultiProfileModel
 
 DENSE_FORMAT = "dynscale-dense"
@@ -31,8 +32,7 @@ EXPORT_FORMATS = ("onnx", "safetensors")
 
 def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
     """A zero input of the shape the model's config declares, ``(batch, C, H, W)``."""
-    cfg = model.config
-    return torch.zeros(batch, cfg.in_channels, cfg.input_size, cfg.input_size)
+    return torch.zeros(batch, *input_shape(model))
 
 
 def _dense_conv(layer: IncompleteConv2d) -> nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,52 @@ def sandwich_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
     return loss.detach()
 
 
+def run_epochs(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
+               schedule: torch.optim.lr_scheduler.LRScheduler, epochs: int,
+               backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], progress: bool | None = None,
+               desc: str = "train", before_epoch: Callable[[], None] | None = None,
+               step_hook: Callable[[], None] | None = None) -> float:
+    """The training loop shared by every recipe: per batch, clear the gradients, let
+    ``backward(x, y)`` compute them and return the loss, step the optimizer and the schedule,
+    and run the layers' ``after_step`` hooks (weight clipping, caches).
+
+    Args:
+        model: the model whose layers' ``after_step`` hooks run.
+        loader: ``(x, y)`` batches.
+        optimizer, schedule: stepped once per batch.
+        epochs: passes over ``loader``.
+        backward: computes the gradients of one batch and returns its (detached or not) loss.
+        progress: show a tqdm bar; None shows it only on a terminal.
+        desc: the bar's label.
+        before_epoch: called before every epoch (e.g. to set train/eval modes).
+        step_hook: called after every optimizer step.
+
+    Returns:
+        The last epoch's mean training loss.
+    """
+    after_step_layers = [m for m in model.modules() if hasattr(m, "after_step")]
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=None if progress is None else not progress)
+    loss_value = float("nan")
+    for _ in bar:
+        if before_epoch is not None:
+            before_epoch()
+        total, count = 0.0, 0
+        for x, y in loader:  # (B, C, H, W), (B,)
+            optimizer.zero_grad(set_to_none=True)
+            loss = backward(x, y)
+            optimizer.step()
+            schedule.step()
+            for m in after_step_layers:
+                m.after_step()
+            if step_hook is not None:
+                step_hook()
+            total += loss.item() * len(y)
+            count += len(y)
+        loss_value = total / count
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+    return loss_value
+
+
 def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool | None = None,
           width_range: tuple[float, float] = (0.0, 1.0), step_hook=None) -> dict:
     """Trains ``model`` on ``data`` with its profile applied.
@@ -213,33 +260,20 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool |
     set_profile_gradient(model, config.profile_gradient)
     low, high = width_range
     set_width(model, high)
-    after_step_layers = [m for m in model.modules() if hasattr(m, "after_step")]
+
+    def backward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if config.recipe == "us":
+            return sandwich_backward(model, x, y, config, cut_generator, max(low, config.min_width), high)
+        if config.cut == "random":
+            apply_random_cuts(model, cut_generator, low, high)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
     model.train()
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch",
-               disable=None if progress is None else not progress)
-    loss_value = float("nan")
-    for _ in bar:
-        total, count = 0.0, 0
-        for x, y in loader:  # (B, C, H, W), (B,)
-            optimizer.zero_grad(set_to_none=True)
-            if config.recipe == "us":
-                loss = sandwich_backward(model, x, y, config, cut_generator, max(low, config.min_width), high)
-            else:
-                if config.cut == "random":
-                    apply_random_cuts(model, cut_generator, low, high)
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-            optimizer.step()
-            schedule.step()
-            for m in after_step_layers:
-                m.after_step()
-            if step_hook is not None:
-                step_hook()
-            total += loss.item() * len(y)
-            count += len(y)
-        loss_value = total / count
-        bar.set_postfix(loss=f"{loss_value:.4f}")
+    loss_value = run_epochs(model, loader, optimizer, schedule, config.epochs, backward, progress,
+                            step_hook=step_hook)
     set_width(model, high)
     set_profile_gradient(model, "chain")
     model.eval()
@@ -248,6 +282,13 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool |
         "test_accuracy": accuracy(model, data.test_x, data.test_y),
         "train_seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def sized_for(data: Dataset, model_options: dict | None = None) -> dict:
+    """Model options with the input channels, input size and class count of ``data`` (the
+    given options may override them)."""
+    return {"in_channels": data.in_channels, "input_size": data.input_size,
+            "num_classes": data.num_classes, **(model_options or {})}
 
 
 def train_run(out: str | Path, model_name: str, data: Dataset | str, config: TrainConfig,
@@ -277,8 +318,7 @@ def train_run(out: str | Path, model_name: str, data: Dataset | str, config: Tra
 
     dataset = load_dataset(data) if isinstance(data, str) else data
     seed_everything(config.seed)
-    options = {"in_channels": dataset.in_channels, "input_size": dataset.input_size,
-               "num_classes": dataset.num_classes, **(model_options or {})}
+    options = sized_for(dataset, model_options)
     shared = True
     if config.recipe == "independent":
         if profile_ranges:

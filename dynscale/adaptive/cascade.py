@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..models.common import input_shape as config_input_shape
 from .graph import AdaptiveGraph, Node, node_macs
 
 
@@ -86,12 +87,7 @@ class Cascade(nn.Module):
         self.names = list(names) if names is not None else [f"net{i}" for i in range(len(networks))]
         if len(self.names) != len(networks):
             raise ValueError(f"give one name per network ({len(networks)}), got {len(self.names)}")
-        if input_shape is None:
-            cfg = getattr(networks[0], "config", None)
-            if cfg is None:
-                raise ValueError("give input_shape=(C, H, W): the first network has no config to read it from")
-            input_shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape) if input_shape is not None else config_input_shape(networks[0])
 
     def graph(self) -> AdaptiveGraph:
         """The cascade as an adaptive graph; costs are relative to the costliest network."""

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..cost import count_macs, eval_mode
 from ..data import Dataset
-from ..training import TrainConfig, make_optimizer, make_schedule, training_subset
+from ..models.common import input_shape as config_input_shape
+from ..training import TrainConfig, make_optimizer, make_schedule, run_epochs, training_subset
 from .graph import AdaptiveGraph, Node, node_macs
 
 
@@ -92,12 +92,7 @@ class EarlyExitNet(nn.Module):
             raise ValueError(f"each stage takes at most one exit, got {', '.join(exits)}")
         self.backbone = backbone
         self.exit_names = sorted(exits, key=names.index)
-        if input_shape is None:
-            cfg = getattr(backbone, "config", None)
-            if cfg is None:
-                raise ValueError("give input_shape=(C, H, W): the backbone has no config to read it from")
-            input_shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape) if input_shape is not None else config_input_shape(backbone)
 
         # Probe each stage's output shape to size its exit (eval: batch-norm statistics stay put).
         state = torch.zeros(1, *self.input_shape)
@@ -189,30 +184,22 @@ def train_early_exit(net: EarlyExitNet, data: Dataset, config: TrainConfig,
     trained = net.exits if freeze_backbone else net
     optimizer = make_optimizer(trained, config)
     schedule = make_schedule(optimizer, config, config.epochs * len(loader))
-    after_step_layers = [m for m in net.modules() if hasattr(m, "after_step")]
-    start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="train exits", unit="epoch",
-               disable=None if progress is None else not progress)
-    loss_value = float("nan")
     total_weight = sum(weights)
-    for _ in bar:
+
+    def set_modes() -> None:
         net.train()
         if freeze_backbone:
             net.backbone.eval()
-        total, count = 0.0, 0
-        for x, y in loader:  # (B, C, H, W), (B,)
-            optimizer.zero_grad(set_to_none=True)
-            outputs = net(x)
-            loss = sum(w * F.cross_entropy(o, y) for w, o in zip(weights, outputs, strict=True)) / total_weight
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            for m in after_step_layers:
-                m.after_step()
-            total += loss.item() * len(y)
-            count += len(y)
-        loss_value = total / count
-        bar.set_postfix(loss=f"{loss_value:.4f}")
+
+    def backward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        outputs = net(x)  # [(B, classes)] per exit, then the final output
+        loss = sum(w * F.cross_entropy(o, y) for w, o in zip(weights, outputs, strict=True)) / total_weight
+        loss.backward()
+        return loss
+
+    start = time.perf_counter()
+    loss_value = run_epochs(net, loader, optimizer, schedule, config.epochs, backward, progress,
+                            desc="train exits", before_epoch=set_modes)
     net.eval()
     if freeze_backbone:
         net.backbone.requires_grad_(True)

@@ -42,6 +42,11 @@ class Outcome:
     macs: torch.Tensor  # (N,) MACs spent on each example, policies included
     ran: torch.Tensor  # (nodes,) how many examples each node computed
 
+    @classmethod
+    def empty(cls, n: int, nodes: int) -> Outcome:
+        return cls(torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long),
+                   torch.zeros(n, dtype=torch.float64), torch.zeros(nodes, dtype=torch.long))
+
     def ran_fractions(self, names: Sequence[str]) -> dict[str, float]:
         n = max(1, len(self.exit_node))
         return {name: round(self.ran[i].item() / n, 6) for i, name in enumerate(names)}
@@ -136,10 +141,7 @@ class AdaptiveGraph:
     def _run(self, x: torch.Tensor, policies: Sequence, batch_size: int) -> Outcome:
         self._check_policies(policies)
         n = len(x)
-        predictions = torch.empty(n, dtype=torch.long)
-        exit_node = torch.empty(n, dtype=torch.long)
-        macs = torch.zeros(n, dtype=torch.float64)
-        ran = torch.zeros(len(self.nodes), dtype=torch.long)
+        out = Outcome.empty(n, len(self.nodes))
         for start in range(0, n, batch_size):
             # Per node: the (original indices, states) routed to it, from each parent.
             pending: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {
@@ -151,43 +153,41 @@ class AdaptiveGraph:
                 index = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]  # (b,)
                 state = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
                 state, logits = node.module(state)  # (b, ...), (b, classes)
-                ran[i] += len(index)
-                option = self._choose(i, policies[i], logits)  # (b,)
-                macs[index] += node.macs + (policies[i].macs if policies[i] is not None else 0.0)
-                stop = option == 0
-                predictions[index[stop]] = logits[stop].argmax(1)
-                exit_node[index[stop]] = i
+                option = self._settle(i, policies, logits, index, out)  # (b,)
                 for j, succ in enumerate(self.successors[i], start=1):
                     go = (option == j).nonzero().squeeze(1)
                     if len(go):
                         # Indexing (unlike index_select) keeps a channels-last state channels-last.
                         pending.setdefault(succ, []).append((index[go], state[go]))
-        return Outcome(predictions, exit_node, macs, ran)
+        return out
 
     def simulate(self, logits: Sequence[torch.Tensor], policies: Sequence) -> Outcome:
         """The bookkeeping of :meth:`run` on logits computed beforehand at every node."""
         self._check_policies(policies)
         n = len(logits[0])
-        predictions = torch.empty(n, dtype=torch.long)
-        exit_node = torch.empty(n, dtype=torch.long)
-        macs = torch.zeros(n, dtype=torch.float64)
-        ran = torch.zeros(len(self.nodes), dtype=torch.long)
+        out = Outcome.empty(n, len(self.nodes))
         reached = [torch.zeros(n, dtype=torch.bool) for _ in self.nodes]
         reached[0][:] = True
-        for i, node in enumerate(self.nodes):
+        for i in range(len(self.nodes)):
             index = reached[i].nonzero().squeeze(1)
-            ran[i] = len(index)
             if not len(index):
                 continue
-            node_logits = logits[i][index]
-            option = self._choose(i, policies[i], node_logits)
-            macs[index] += node.macs + (policies[i].macs if policies[i] is not None else 0.0)
-            stop = option == 0
-            predictions[index[stop]] = node_logits[stop].argmax(1)
-            exit_node[index[stop]] = i
+            option = self._settle(i, policies, logits[i][index], index, out)
             for j, succ in enumerate(self.successors[i], start=1):
                 reached[succ][index[option == j]] = True
-        return Outcome(predictions, exit_node, macs, ran)
+        return out
+
+    def _settle(self, i: int, policies: Sequence, logits: torch.Tensor, index: torch.Tensor,
+                out: Outcome) -> torch.Tensor:
+        """Node ``i``'s decisions for the examples ``index`` it computed: counts them and their
+        MACs, records the predictions of those that stop, and returns every example's option."""
+        option = self._choose(i, policies[i], logits)
+        out.ran[i] += len(index)
+        out.macs[index] += self.nodes[i].macs + (policies[i].macs if policies[i] is not None else 0.0)
+        stop = option == 0
+        out.predictions[index[stop]] = logits[stop].argmax(1)
+        out.exit_node[index[stop]] = i
+        return option
 
     def _choose(self, i: int, policy, logits: torch.Tensor) -> torch.Tensor:
         if not self.successors[i]:

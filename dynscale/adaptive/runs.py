@@ -19,7 +19,7 @@ from ..checkpoint import (
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, DynscaleError
 from ..sweep import check_compatible
-from ..training import TrainConfig, seed_everything
+from ..training import TrainConfig, seed_everything, sized_for
 from .exits import EarlyExitNet, train_early_exit
 
 KIND = "early-exit"
@@ -76,9 +76,7 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
     else:
         from ..models import get_model
 
-        options = {"in_channels": dataset.in_channels, "input_size": dataset.input_size,
-                   "num_classes": dataset.num_classes, **(model_options or {})}
-        backbone = get_model(model_name, **options)
+        backbone = get_model(model_name, **sized_for(dataset, model_options))
     net = EarlyExitNet(backbone, exits)
     metrics = train_early_exit(net, dataset, config, exit_weights, freeze_backbone=backbone_run is not None,
                                progress=progress)

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write, load_run
-from ..cost import LatencyConfig
+from ..cost import LatencyConfig, median_seconds
 from ..data import Dataset, load_dataset
 from ..errors import DynscaleError
 from ..evaluation import accuracy
@@ -180,7 +179,7 @@ def _batched(model: nn.Module) -> Callable[[torch.Tensor, int], None]:
 @torch.no_grad()
 def measure_wall_clock(timed: list[tuple[AdaptivePoint, Callable]], x: torch.Tensor, timing: LatencyConfig,
                        rounds: int, progress: bool | None = None) -> None:
-    """Times every point's inference over ``x`` with ``torch.utils.benchmark.Timer``.
+    """Times every point's inference over ``x`` (``cost.median_seconds``).
 
     The first point is the full network, the reference. Each round times the reference, every
     other point, then the reference again; a point's ratio in a round is to the mean of the two
@@ -191,8 +190,7 @@ def measure_wall_clock(timed: list[tuple[AdaptivePoint, Callable]], x: torch.Ten
         raise ValueError(f"timing rounds must be at least 1, got {rounds}")
 
     def seconds(fn: Callable, b: int) -> float:
-        timer = Timer(stmt="fn(x, b)", globals={"fn": fn, "x": x, "b": b}, num_threads=timing.threads)
-        return timer.blocked_autorange(min_run_time=timing.min_run_time).median
+        return median_seconds(lambda: fn(x, b), timing.threads, timing.min_run_time)
 
     us: dict[int, dict[str, list[float]]] = {i: {} for i in range(len(timed))}
     ratios: dict[int, dict[str, list[float]]] = {i: {} for i in range(len(timed))}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from ..profiles import ProfileSpec
 
 
@@ -25,3 +27,16 @@ class ConvNetConfig:
 def scaled(channels: int, width_mult: float) -> int:
     """A channel count scaled by ``width_mult`` (at least 1)."""
     return max(1, round(channels * width_mult))
+
+
+def input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """One example's shape ``(C, H, W)`` as the model's ``config`` declares it.
+
+    Raises:
+        ValueError: if the model has no such config.
+    """
+    cfg = getattr(model, "config", None)
+    if cfg is None or not all(hasattr(cfg, f) for f in ("in_channels", "input_size")):
+        raise ValueError(f"{type(model).__name__} has no config declaring its input shape; "
+                         "give input_shape=(C, H, W)")
+    return (cfg.in_channels, cfg.input_size, cfg.input_size)

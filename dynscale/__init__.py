@@ -1,9 +1,14 @@
-"""dynscale: dynamic computation scaling for neural-network inference."""
+"""dynscale: dynamic computation scaling for neural-network inference.
 
-from . import export  # noqa: F401  (dynscale.export.dense)
-from .calibration import calibrate_bn
+Layers, models, data and the cost model sit at the bottom; typed runs, the trainer and the
+evaluation engine above them; the methods (``idp``, ``slimmable``, ``adaptive``) on top, each
+registering its recipes, run kinds and operating points; ``export`` and the command line last.
+"""
+
+from . import adaptive, export, idp, slimmable  # noqa: F401  (each registers its recipes and run kinds)
 from .convert import convert
-from .errors import CheckpointError, DataError, DynscaleError
+from .errors import CheckpointError, DataError, DynscaleError, TrainingDiverged
+from .idp import calibrate_bn
 from .layers import (
     BinaryConv2d,
     BinaryLinear,
@@ -15,14 +20,15 @@ from .layers import (
     set_width,
     width,
 )
-from .models import get_model, list_models, register_model
+from .models import get_model, list_models, model_info, register_model
 from .profiles import list_profiles, make_profile
+from .runs import load_run, save_run
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "BinaryConv2d", "BinaryLinear", "CheckpointError", "DataError", "DynscaleError",
-    "IncompleteBatchNorm1d", "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLinear",
-    "calibrate_bn", "convert", "get_model", "kept_channels", "list_models", "list_profiles", "make_profile",
-    "register_model", "set_width", "width",
+    "BinaryConv2d", "BinaryLinear", "CheckpointError", "DataError", "DynscaleError", "IncompleteBatchNorm1d",
+    "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLinear", "TrainingDiverged", "calibrate_bn", "convert",
+    "get_model", "kept_channels", "list_models", "list_profiles", "load_run", "make_profile", "model_info",
+    "register_model", "save_run", "set_width", "width",
 ]

@@ -10,22 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from .layers import check_width
+from .models import model_info
 from .reproduce import reproduce
-
-CONV_MODELS = ("vgg16", "mobilenet", "binarynet")
 
 
 def comparison_plan(model: str, data: str, widths: list[float], epochs: int,
                     train_limit: int | None = None, width_mult: float | None = None,
                     seed: int = 0, batch_size: int = 64) -> dict:
-    """The plan (as in ``experiments/*.yaml``) of a comparison."""
+    """The plan (as in ``experiments/*.yaml``) of a comparison.
+
+    Raises:
+        ValueError: for an unknown model.
+    """
     widths = sorted(check_width(w) for w in widths)
     settings = {"epochs": epochs, "seed": seed, "batch_size": batch_size}
     if train_limit:
         settings["train_limit"] = train_limit
     if width_mult is not None:
         settings["width_mult"] = width_mult
-    paper_cut = "random" if model in CONV_MODELS else "full"
+    # The IDP paper's own recipe: random cuts for convolutional networks, full width for the MLP.
+    paper_cut = "random" if model_info(model).convolutional else "full"
     runs = {
         "independent": {"model": model, "profile": "all-one", "recipe": "independent", "family_widths": widths},
         "idp-all-one": {"model": model, "profile": "all-one"},

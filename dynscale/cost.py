@@ -1,14 +1,15 @@
-"""The cost model shared by every method: counted MACs and measured latency."""
+"""The cost model shared by every method: multiply-accumulates and parameters that really run.
+
+Wall-clock time is measured by the evaluation engine (``dynscale.eval.timing``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -44,42 +45,32 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> float:
     return counter.get_total_flops() / 2 / example.shape[0]
 
 
-@dataclass
-class LatencyConfig:
-    """How latency is measured: batch sizes, threads, and seconds of timing per point."""
+def count_parameters(model: nn.Module, example: torch.Tensor) -> int:
+    """Counts the parameters a forward pass really uses.
 
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
-    threads: int = 1
-    min_run_time: float = 0.3
-
-
-def median_seconds(fn: Callable[[], object], threads: int = 1, min_run_time: float = 0.3) -> float:
-    """Median seconds of one call of ``fn``, with ``torch.utils.benchmark.Timer`` (gradients off).
-
-    Args:
-        fn: what to time.
-        threads: intra-op threads while timing.
-        min_run_time: seconds of timing (``blocked_autorange``).
-    """
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, setup="torch.set_grad_enabled(False)")
-    return timer.blocked_autorange(min_run_time=min_run_time).median
-
-
-def measure_latency(model: nn.Module, example_shape: tuple[int, ...], batch_size: int,
-                    threads: int = 1, min_run_time: float = 0.3) -> float:
-    """Median wall-clock latency of one forward pass, with ``torch.utils.benchmark.Timer``.
+    Only modules that run count (a multiple-profile model runs one member), each once however
+    often it runs; a width-scaled layer counts its sliced weights (``active_parameters()``).
 
     Args:
         model: the model, at whatever width it is set to.
-        example_shape: shape of one example, e.g. ``(1, 28, 28)``.
-        batch_size: examples per forward pass.
-        threads: intra-op threads used while timing.
-        min_run_time: seconds of timing (``blocked_autorange``).
+        example: an input batch ``(B, C, H, W)``.
 
     Returns:
-        Median milliseconds per forward pass.
+        The number of parameters used.
     """
-    x = torch.randn(batch_size, *example_shape)
-    with eval_mode(model), torch.no_grad():
-        model(x)  # warm-up, and fills the layers' folded-weight cache
-        return median_seconds(lambda: model(x), threads, min_run_time) * 1e3
+    used: dict[int, int] = {}
+
+    def record(module: nn.Module, *_) -> None:
+        if hasattr(module, "active_parameters"):
+            used[id(module)] = module.active_parameters()
+        else:
+            used[id(module)] = sum(p.numel() for p in module.parameters(recurse=False))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(used.values())

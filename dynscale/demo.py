@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .data import load_dataset
-from .sweep import DEFAULT_WIDTHS, SweepResult, format_table, plot, sweep_runs, write_json
-from .training import TrainConfig, train_run
+from .eval import Curve, format_table, write_report
+from .idp import DEFAULT_WIDTHS, sweep_runs, train_run
+from .train import TrainConfig
 
 DEMO_PROFILES = ("all-one", "linear")
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int = 30, seed: int = 0,
-             widths: list[float] | None = None, progress: bool | None = None) -> list[SweepResult]:
+             widths: list[float] | None = None, progress: bool | None = None) -> list[Curve]:
     """Trains the MLP on ``digits`` with each demo profile, sweeps both, writes
     ``demo.json`` and ``demo.png`` in ``out``, and returns the curves.
 
@@ -26,15 +27,14 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 30, seed: int = 0,
     out = Path(out)
     data = load_dataset("digits")
     config = TrainConfig(epochs=epochs, seed=seed)
-    runs = [str(train_run(out / profile, "mlp", data, config, {"profile": profile}, progress))
+    runs = [str(train_run(out / profile, "mlp", data, config, model_options={"profile": profile}, progress=progress))
             for profile in DEMO_PROFILES]
-    results = sweep_runs(runs, widths or DEFAULT_WIDTHS, progress=progress)
-    write_json(results, out / "demo.json")
-    plot(results, out / "demo.png", title="IDP MLP on digits: all-one vs linear profile")
-    return results
+    curves = sweep_runs(runs, widths or DEFAULT_WIDTHS, progress=progress)
+    write_report(curves, json=out / "demo.json", png=out / "demo.png",
+                 title="IDP MLP on digits: all-one vs linear profile")
+    return curves
 
 
-def demo_report(results: list[SweepResult], out: str | Path) -> str:
+def demo_report(curves: list[Curve], out: str | Path) -> str:
     """The text the demo prints: the side-by-side table and where its files went."""
-    return (f"{format_table(results)}\n\nwrote {Path(out) / 'demo.json'} and "
-            f"{Path(out) / 'demo.png'}")
+    return f"{format_table(curves)}\n\nwrote {Path(out) / 'demo.json'} and {Path(out) / 'demo.png'}"

@@ -11,3 +11,7 @@ class DataError(DynscaleError):
 
 class CheckpointError(DynscaleError):
     """A run directory is missing, truncated, foreign, or inconsistent with its config."""
+
+
+class TrainingDiverged(DynscaleError):
+    """A loss or a weight became NaN or infinite during training."""

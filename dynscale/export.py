@@ -1,32 +1,24 @@
 """Export a width as a plain dense model: ordinary Conv2d / Linear / BatchNorm, profile folded
-into the weights, the calibrated batch-norm statistics of that width. Written as ONNX or as
-safetensors plus JSON (no pickle)."""
+into the weights, the calibrated batch-norm statistics of that width. Written as ONNX or as a
+run directory of kind ``dense`` (safetensors plus JSON, no pickle)."""
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checkpoint import Run, atomic_write, build_model, load_run, load_state_checked
 from .errors import CheckpointError, DynscaleError
-from .layers import (
-    IncompleteConv2d,
-    IncompleteLinear,
-    Sign,
-    WidthScaled,
-    check_width,
-    set_width,
-)
+from .eval.runtime import onnx_bytes
+from .files import atomic_write
+from .layers import IncompleteConv2d, IncompleteLinear, Sign, WidthScaled, check_width, set_width
 from .layers.batchnorm import _IncompleteBatchNorm
 from .models.common import input_shape
-from .multiprofile import MultiProfileModel
+from .models.multiprofile import MultiProfileModel
+from .runs import ModelSpec, RunConfig, RunKind, load_run, register_kind, save_run
 
-DENSE_FORMAT = "dynscale-dense"
 EXPORT_FORMATS = ("onnx", "safetensors")
 
 
@@ -82,7 +74,8 @@ def dense(model: nn.Module, width: float) -> nn.Module:
         width: the width to export, in (0, 1].
 
     Returns:
-        A new model in eval mode, with the same outputs as ``model`` at ``width``.
+        A new model in eval mode, with the same outputs as ``model`` at ``width``; its
+        ``dense_width`` attribute records the width.
     """
     width = check_width(width)
     if isinstance(model, MultiProfileModel):
@@ -101,30 +94,27 @@ def dense(model: nn.Module, width: float) -> nn.Module:
     leftover = [type(m).__name__ for m in out.modules() if isinstance(m, WidthScaled)]
     if leftover:
         raise DynscaleError(f"cannot export width-dependent modules {sorted(set(leftover))}")
+    out.dense_width = width
     return out.eval()
 
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     """Writes a dense model as ONNX with a dynamic batch dimension (input ``input``, output ``logits``)."""
-    example = example_input(model, batch=2)
-
-    def write(tmp: Path) -> None:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-
+    data = onnx_bytes(model, example_input(model, batch=2), opset)
     path = Path(path)
-    atomic_write(path, write)
+    atomic_write(path, lambda p: p.write_bytes(data))
     return path
 
 
+def default_export_path(run_dir: str | Path, width: float, fmt: str) -> Path:
+    """Beside the run, never inside it: ``RUN-w0.5.onnx`` or ``RUN-w0.5/``."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f"{run_dir.name}-w{width:g}{'.onnx' if fmt == 'onnx' else ''}"
+
+
 def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | Path | None = None) -> Path:
-    """Exports a run at ``width`` as ONNX (a ``.onnx`` file) or safetensors (a directory with
-    ``model.safetensors`` and ``config.json``).
+    """Exports a run at ``width`` as ONNX (a ``.onnx`` file) or safetensors (a run directory of
+    kind ``dense``, loaded by :func:`load_dense`).
 
     Returns:
         The written path.
@@ -134,21 +124,10 @@ def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | 
     width = check_width(width)
     run = load_run(run_dir)
     model = dense(run.model, width)
-    suffix = ".onnx" if fmt == "onnx" else ""
-    out = Path(out) if out else Path(run_dir) / f"export-w{width:g}{suffix}"
+    out = Path(out) if out else default_export_path(run_dir, width, fmt)
     if fmt == "onnx":
         return export_onnx(model, out)
-    return save_dense(out, model, run, width)
-
-
-def save_dense(directory: Path, model: nn.Module, run: Run, width: float) -> Path:
-    """Writes a dense model as ``model.safetensors`` plus ``config.json`` describing how to rebuild it."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    config = {"format": DENSE_FORMAT, "model": run.config["model"], "width": width,
-              "source_run": str(run.path), "data": run.data}
-    atomic_write(directory / "model.safetensors", lambda p: save_file(state, str(p)))
-    atomic_write(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
-    return directory
+    return save_run(out, model, run.data, kind="dense", provenance={"source_run": str(run.path)})
 
 
 def load_dense(directory: str | Path) -> nn.Module:
@@ -157,19 +136,25 @@ def load_dense(directory: str | Path) -> nn.Module:
     Raises:
         CheckpointError: if the directory is missing, foreign or inconsistent.
     """
-    directory = Path(directory)
     try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        run = load_run(directory)
+    except CheckpointError as e:
         raise CheckpointError(f"{directory} is not a dense export: {e}") from None
-    if config.get("format") != DENSE_FORMAT:
-        raise CheckpointError(f"{directory}/config.json is not a dynscale dense export")
-    entry = config["model"]
-    skeleton = build_model(entry["name"], dict(entry["config"]), entry.get("profiles"))
-    model = dense(skeleton, config["width"])
-    try:
-        state = load_file(str(directory / "model.safetensors"))
-    except Exception as e:
-        raise CheckpointError(f"{directory}/model.safetensors is truncated or not safetensors ({e})") from None
-    load_state_checked(model, state, str(directory / "model.safetensors"))
-    return model.eval()
+    if run.kind != "dense":
+        raise CheckpointError(f"{directory} is a {run.kind} run, not a dense export; write one with "
+                              "`dynscale export RUN --format safetensors`")
+    return run.model
+
+
+def _dense_build(config: RunConfig) -> nn.Module:
+    return dense(config.model.build(), float(config.section["width"]))
+
+
+def _dense_describe(model: nn.Module) -> tuple[ModelSpec, dict]:
+    if not hasattr(model, "dense_width"):
+        raise ValueError("only a model made by dynscale.export.dense is saved as a dense export")
+    return ModelSpec.of(model), {"width": model.dense_width}
+
+
+register_kind(RunKind("dense", type(None), _dense_describe, _dense_build,
+                      lambda config: [("width", f"{config.section['width']:g} (a dense export)")]))

@@ -27,13 +27,17 @@ from dynscale.adaptive import (
     train_early_exit_run,
 )
 from dynscale.adaptive.cascade import check_edges, parse_edges
-from dynscale.adaptive.sweep import format_table, parse_lambdas, to_json
-from dynscale.checkpoint import load_run, save_run
+from dynscale.adaptive.sweep import parse_lambdas
 from dynscale.cli import main
-from dynscale.cost import LatencyConfig, count_macs
+from dynscale.cost import count_macs
 from dynscale.errors import CheckpointError, DynscaleError
+from dynscale.eval import TimingConfig, curves_to_json, format_table
 from dynscale.export import dense
-from dynscale.training import TrainConfig, train_run, training_subset
+from dynscale.idp import train_run
+from dynscale.runs import RunConfig, load_run, save_run
+from dynscale.train import TrainConfig, training_subset
+
+from tiny import tiny_options
 
 K = 4  # classes of the synthetic graphs
 
@@ -206,7 +210,7 @@ def exit_run(tmp_path_factory, synthetic):
 def test_batch_1_and_batch_256_give_identical_predictions(exit_run, synthetic):
     net, config = load_early_exit(exit_run)
     graph = net.graph()
-    held = synthetic.split_holdout(config["training"]["holdout"])[1]
+    held = synthetic.split_holdout(config.holdout)[1]
     logits = graph.all_logits(held[0])
     # A threshold at the median confidence of the first exit sends half the examples on.
     median = logits[0].softmax(1).amax(1).median().item()
@@ -219,13 +223,17 @@ def test_batch_1_and_batch_256_give_identical_predictions(exit_run, synthetic):
     assert len(set(big.exit_node.tolist())) > 1, "the test needs examples leaving at several exits"
 
 
-def test_early_exit_run_round_trips_and_is_not_a_width_run(exit_run, synthetic):
+def test_early_exit_run_round_trips_through_load_run(exit_run, synthetic):
     net, config = load_early_exit(exit_run)
-    assert config["kind"] == "early-exit" and config["exits"] == ["layer1", "layer2"]
-    assert set(config["metrics"]["exit_accuracy"]) == {"layer1", "layer2", "final"}
-    assert config["metrics"]["exit_accuracy"]["final"] > 0.8
-    with pytest.raises(CheckpointError, match="early-exit run; load it with"):
-        load_run(exit_run)
+    assert config.kind == "early-exit" and config.section["exits"] == ["layer1", "layer2"]
+    assert set(config.metrics["exit_accuracy"]) == {"layer1", "layer2", "final"}
+    assert config.metrics["exit_accuracy"]["final"] > 0.8
+    assert config.recipe == {"name": "early-exit", "exit_weights": [1.0, 1.0, 1.0]}
+    run = load_run(exit_run)
+    assert isinstance(run.model, EarlyExitNet) and run.kind == "early-exit"
+    with torch.no_grad():
+        for a, b in zip(run.model(synthetic.test_x[:4]), net(synthetic.test_x[:4]), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_cli_info_describes_an_early_exit_run(exit_run, capsys):
@@ -239,7 +247,7 @@ def test_a_loaded_early_exit_backbone_exports_dense(tmp_path):
     # were loaded; deep-copying (dense export) then failed on the cached view.
     torch.manual_seed(0)
     net = EarlyExitNet(get_model("vgg16", in_channels=1, input_size=8, width_mult=0.125), ["block2"])
-    save_run(tmp_path / "ee", net, "vgg16", "synthetic", extra={"kind": "early-exit", "exits": ["block2"]})
+    save_run(tmp_path / "ee", net, "synthetic")
     loaded, _ = load_early_exit(tmp_path / "ee")
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
@@ -271,22 +279,28 @@ def test_threshold_calibration_reaches_its_held_out_target():
 def test_sweep_reports_every_curve_with_wall_clock(exit_run, synthetic):
     net, config = load_early_exit(exit_run)
     graph = net.graph()
-    held = synthetic.split_holdout(config["training"]["holdout"])[1]
+    held = synthetic.split_holdout(config.holdout)[1]
+    timing = TimingConfig(batch_sizes=[64], min_run_time=0.01, examples=128, rounds=1, warmup=1)
+    net.train()
     curves = sweep_graph(graph, net.backbone, 2, held, (synthetic.test_x, synthetic.test_y), "ee", "synthetic",
-                         [0.0, 0.1], [0.0, 5.0], timing=LatencyConfig(batch_sizes=[64], min_run_time=0.01),
-                         timing_examples=128, rounds=1, progress=False)
+                         [0.0, 0.1], [0.0, 5.0], timing=timing, progress=False)
     assert [c.curve for c in curves] == ["full network", "learned policy", "confidence threshold"]
     full = curves[0].points[0]
-    assert full.macs_ratio == 1.0 and full.wall_ratio == {"64": 1.0} and full.exits["final"] == 1.0
+    assert full.macs_ratio == 1.0 and full.latency_at("torch", 64).ratio == 1.0 and full.extra["exit"]["final"] == 1
     for point in curves[1].points + curves[2].points:
-        assert sum(point.exits.values()) == pytest.approx(1.0)
-        assert point.wall_ratio["64"] > 0 and point.wall_us["64"] > 0
+        assert sum(point.extra["exit"].values()) == pytest.approx(1.0) and "ran" not in point.extra  # no jumps
+        lat = point.latency_at("torch", 64)
+        assert lat.ratio > 0 and lat.us_per_example > 0 and point.measured
         assert point.macs == pytest.approx(point.macs_ratio * graph.full_macs)
-    assert curves[1].points[0].policies and "layer1" in curves[1].points[0].policies
-    doc = to_json(curves)
-    assert doc["runs"][1]["points"][0]["lam"] == 0.0 and "threshold" not in doc["runs"][1]["points"][0]
+        assert point.method == "early-exit"
+    assert curves[1].points[0].extra["policies"] and "layer1" in curves[1].points[0].extra["policies"]
+    doc = curves_to_json(curves)
+    assert doc["curves"][1]["points"][0]["knobs"] == {"lambda": 0.0}
+    assert set(doc["curves"][2]["points"][0]["knobs"]) == {"max_loss", "threshold"}
     table = format_table(curves)
-    assert "% exit layer1" in table and "wall ratio @64" in table
+    assert "% exit layer1" in table and "ratio torch@64" in table
+    # The caller's modules keep their modes.
+    assert net.training and all(m.training for m in net.modules())
 
 
 def test_confidence_features():
@@ -308,8 +322,7 @@ def test_linear_policy_counts_its_macs():
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_takes_exits_after_every_stage(name):
     torch.manual_seed(0)
-    options = {"mlp": {"hidden": [16, 16]}, "binarynet": {}}.get(name, {"width_mult": 0.25})
-    backbone = get_model(name, in_channels=1, input_size=12, **options)
+    backbone = get_model(name, **tiny_options(name, input_size=12))
     stages = backbone_stages(backbone)
     x = torch.randn(5, 1, 12, 12)
     backbone.eval()
@@ -467,46 +480,56 @@ def cascade_runs(tmp_path_factory):
     for i, hidden in enumerate(([8], [64, 64])):
         out = root / f"c{i}"
         train_run(out, "mlp", "synthetic", TrainConfig(epochs=4 + 4 * i, holdout=200, seed=i),
-                  {"hidden": hidden, "profile": "all-one"}, progress=False)
+                  model_options={"hidden": hidden, "profile": "all-one"}, progress=False)
         runs.append(str(out))
     return runs
 
 
+@pytest.mark.slow
 def test_cli_adaptive_train_and_sweep(tmp_path, capsys):
     run = tmp_path / "ee"
     assert main(["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--set", "hidden=[32,32]",
                  "--exits", "layer1", "--exit-weights", "0.5,1", "--epochs", "3", "--out", str(run)]) == 0
     assert "layer1" in capsys.readouterr().out
-    assert json.loads((run / "config.json").read_text())["training"]["holdout"] == 100  # 10% default
+    assert RunConfig.read(run).holdout == 100  # 10% default
     out = tmp_path / "sweep"
     assert main(["adaptive", "sweep", str(run), "--lambdas", "0,0.05", "--max-loss", "1", "--batch", "64",
                  "--timing-examples", "64", "--rounds", "1", "--min-run-time", "0.01",
                  "--json", f"{out}.json", "--plot", f"{out}.png", "--markdown", f"{out}.md"]) == 0
     text = capsys.readouterr().out
-    assert "learned policy" in text and "confidence threshold" in text and "wall ratio @64" in text
+    assert "learned policy" in text and "confidence threshold" in text and "ratio torch@64" in text
     doc = json.loads((tmp_path / "sweep.json").read_text())
-    assert [r["curve"] for r in doc["runs"]] == ["full network", "learned policy", "confidence threshold"]
-    assert doc["batch_sizes"] == [64]
+    assert [r["curve"] for r in doc["curves"]] == ["full network", "learned policy", "confidence threshold"]
+    assert doc["timing"]["batch_sizes"] == [64] and doc["timing"]["examples"] == 64
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "sweep.md").read_text().startswith("| curve | setting |")
 
 
+@pytest.mark.slow
 def test_cli_adaptive_cascade(cascade_runs, tmp_path, capsys):
-    assert main(["adaptive", "cascade", *cascade_runs, "--lambdas", "0,0.1", "--max-loss", "0,2",
-                 "--no-timing", "--json", str(tmp_path / "c.json")]) == 0
+    assert main(["adaptive", "cascade", *cascade_runs, "--lambdas", "0,0.1", "--max-loss", "0,2", "--edges", "0-1",
+                 "--no-timing", "--json", str(tmp_path / "c.json"), "--save", str(tmp_path / "saved")]) == 0
     out = capsys.readouterr().out
-    assert "single networks" in out and "% ran c1" in out
+    assert "single networks" in out and "% exit c1" in out
     doc = json.loads((tmp_path / "c.json").read_text())
-    assert [r["curve"] for r in doc["runs"]][-1] == "single networks"
-    assert all("wall_ratio" not in p for r in doc["runs"] for p in r["points"])
+    assert [r["curve"] for r in doc["curves"]][-1] == "single networks"
+    assert all(p["latency"] == [] and p["method"] == "network-selection" for r in doc["curves"] for p in r["points"])
+    # The saved cascade is a run of its own: it loads, and sweeps to the same points.
+    assert load_run(tmp_path / "saved").kind == "cascade"
+    assert main(["adaptive", "sweep", str(tmp_path / "saved"), "--lambdas", "0,0.1", "--max-loss", "0,2",
+                 "--no-timing", "--json", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [p["accuracy"] for c in again["curves"] for p in c["points"]] == \
+        [p["accuracy"] for c in doc["curves"] for p in c["points"]]
 
 
 def test_cli_adaptive_frozen_backbone(cascade_runs, tmp_path, capsys):
     run = tmp_path / "frozen"
     assert main(["adaptive", "train", "--backbone", cascade_runs[1], "--data", "synthetic", "--exits", "layer1",
                  "--holdout", "200", "--epochs", "2", "--out", str(run)]) == 0
-    config = json.loads((run / "config.json").read_text())
-    assert config["backbone_run"] == cascade_runs[1] and config["model"]["name"] == "mlp"
+    config = RunConfig.read(run)
+    assert config.provenance["backbone_run"] == cascade_runs[1] and config.model.name == "mlp"
+    assert config.recipe["name"] == "frozen-exits"
     assert main(["adaptive", "train", "--backbone", cascade_runs[1], "--data", "synthetic", "--exits", "layer1",
                  "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
     assert "held out 200 training examples but this run holds out 100" in capsys.readouterr().err
@@ -515,11 +538,13 @@ def test_cli_adaptive_frozen_backbone(cascade_runs, tmp_path, capsys):
 @pytest.mark.parametrize("args, fragment", [
     (["adaptive", "sweep", "RUN", "--lambdas", "-1"], "bad λ '-1'"),
     (["adaptive", "sweep", "RUN", "--max-loss", "150"], "between 0 and 100 points"),
-    (["adaptive", "sweep", "MLP"], "is not an early-exit run"),
+    (["adaptive", "sweep", "MLP"], "is a width run, not an early-exit run"),
     (["adaptive", "train", "--data", "synthetic", "--exits", "block7", "--out", "OUT"], "unknown stage 'block7'"),
     (["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--exits", "layer1", "--exit-weights", "1",
       "--out", "OUT"], "give 2 exit loss weights"),
-    (["adaptive", "cascade", "MLP", "MLP"], "no held-out data"),
+    (["adaptive", "cascade", "MLP", "C0"], "hold out different numbers"),
+    (["adaptive", "cascade", "C0", "C0"], "each run once"),
+    (["adaptive", "cascade", "C1", "C0"], "by rising cost"),
     (["adaptive", "cascade", "C0", "C1", "--edges", "1-0"], "goes backwards"),
 ])
 def test_cli_adaptive_bad_input_is_one_line(args, fragment, exit_run, mlp_run, cascade_runs, tmp_path, capsys):
@@ -533,7 +558,21 @@ def test_cli_adaptive_bad_input_is_one_line(args, fragment, exit_run, mlp_run, c
 
 def test_cascade_runs_must_share_their_holdout(cascade_runs, exit_run, tmp_path):
     other = tmp_path / "other"
-    train_run(other, "mlp", "synthetic", TrainConfig(epochs=1, holdout=50), {"hidden": [8]}, progress=False)
+    train_run(other, "mlp", "synthetic", TrainConfig(epochs=1, holdout=50), model_options={"hidden": [8]},
+              progress=False)
 
     with pytest.raises(DynscaleError, match="hold out different numbers"):
         sweep_cascade([cascade_runs[0], other])
+
+
+def test_channels_last_timing_leaves_the_callers_model_as_it_was(synthetic):
+    torch.manual_seed(0)
+    net = EarlyExitNet(get_model("vgg16", **tiny_options("vgg16")), ["block1"]).eval()
+    graph = net.graph()
+    held = (synthetic.train_x[:64], synthetic.train_y[:64])
+    timing = TimingConfig(batch_sizes=[32], min_run_time=0.01, examples=64, rounds=1, warmup=1, channels_last=True)
+    sweep_graph(graph, net.backbone, 1, held, (synthetic.test_x[:64], synthetic.test_y[:64]), "ee", "synthetic",
+                [0.1], [], timing=timing, progress=False)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.stride() == torch.empty(m.weight.shape).stride() for m in convs)
+    assert not any(m.training for m in net.modules())

@@ -4,10 +4,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynscale import get_model
-from dynscale.calibration import calibrate_bn, calibrate_run, calibrated_widths
-from dynscale.checkpoint import load_run, save_run
-from dynscale.layers import IncompleteBatchNorm2d, IncompleteConv2d, set_width, width
-from dynscale.sweep import sweep_runs
+from dynscale.idp import calibrate_bn, calibrate_run, sweep_runs
+from dynscale.layers import IncompleteBatchNorm2d, IncompleteConv2d, calibrated_widths, set_width, width
+from dynscale.runs import load_run, save_run
 
 
 def tiny_net():
@@ -89,10 +88,10 @@ def test_calibration_needs_batchnorm():
 def test_calibrated_statistics_are_saved_with_the_run_and_used_by_sweep(tmp_path, synthetic):
     torch.manual_seed(0)
     model = get_model("vgg16", in_channels=1, input_size=8, width_mult=0.0625)
-    save_run(tmp_path / "r", model, "vgg16", "synthetic")
+    save_run(tmp_path / "r", model, "synthetic")
     assert calibrate_run(str(tmp_path / "r"), [0.5, 1.0], batches=2) == [0.5, 1.0]
     run = load_run(tmp_path / "r")
-    assert run.config["calibrated_widths"] == [0.5, 1.0]
+    assert run.config.calibrated_widths == [0.5, 1.0]
     assert hasattr(run.model.features[1], "calib_mean_05000")
     # The sweep evaluates the loaded model, whose batch-norm now uses the stored statistics.
     x = synthetic.test_x

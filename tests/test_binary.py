@@ -45,10 +45,11 @@ def test_binary_weight_gradient_is_straight_through_and_weights_are_clipped():
 
 
 def test_training_clips_binary_weights(synthetic):
-    from dynscale.training import TrainConfig, train
+    from dynscale.idp import IDP
+    from dynscale.train import TrainConfig, train
 
     model = get_model("binarynet", in_channels=1, input_size=8)
-    train(model, synthetic, TrainConfig(epochs=1, lr=5.0, train_limit=200), progress=False)
+    train(model, synthetic, TrainConfig(epochs=1, lr=5.0, train_limit=200), IDP(), progress=False)
     for m in model.modules():
         if isinstance(m, (BinaryConv2d, BinaryLinear)):
             assert m.weight.abs().max() <= 1.0

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from dynscale.cli import main
+from dynscale.eval import read_curves
+from dynscale.runs import RunConfig
 
 EXE = shutil.which("dynscale") or str(Path(sys.executable).parent / "dynscale")
 
@@ -33,20 +35,24 @@ def test_train_sweep_info(tmp_path, capsys):
                  "--epochs", "2", "--seed", "0", "--set", "hidden=[16,16]", "--out", str(out)]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert main(["sweep", str(out), str(out), "--widths", "0.5,1.0", "--json", str(tmp_path / "s.json"),
-                 "--plot", str(tmp_path / "s.png"), "--latency", "--batch", "1,4",
+                 "--plot", str(tmp_path / "s.png"), "--latency", "--batch", "1,4", "--rounds", "1",
+                 "--min-run-time", "0.01", "--csv", str(tmp_path / "s.csv"),
                  "--markdown", str(tmp_path / "s.md"), "--title", "mine"]) == 0
     printed = capsys.readouterr().out
-    assert "ms@4" in printed and "acc %" in printed
+    assert "ms torch@4" in printed and "acc %" in printed
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert [p["width"] for p in doc["runs"][0]["points"]] == [0.5, 1.0]
-    assert doc["runs"][1]["points"][0]["latency_ms"]["4"] > 0
+    assert [p["knobs"]["width"] for p in doc["curves"][0]["points"]] == [0.5, 1.0]
+    assert doc["curves"][1]["points"][0]["latency"][1]["batch"] == 4
+    assert doc["curves"][1]["points"][0]["latency"][1]["ms"] > 0
+    assert doc["timing"]["rounds"] == 1 and doc["timing"]["threads"] == 1
     assert (tmp_path / "s.png").stat().st_size > 1000
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + 4
     markdown = (tmp_path / "s.md").read_text().splitlines()
     assert markdown[0].startswith("| width | MAC ratio | a (mlp, linear) acc %") and len(markdown) == 4
-    assert "latency ratio @4" in markdown[0] and markdown[2].startswith("| 1 | 1.000 |")
+    assert "latency ratio torch@4" in markdown[0] and markdown[2].startswith("| 1 | 1.000 |")
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
-    assert "mlp" in info and "linear" in info and "test_accuracy" in info
+    assert "mlp" in info and "linear" in info and "test_accuracy" in info and '"name": "idp"' in info
 
 
 def test_train_with_adam_step_schedule_and_numeric_profile(tmp_path):
@@ -54,7 +60,7 @@ def test_train_with_adam_step_schedule_and_numeric_profile(tmp_path):
     assert main(["train", "--data", "synthetic", "--profile", "1,0.5,0.25", "--optimizer", "adam",
                  "--schedule", "step", "--epochs", "1", "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["profile"] == [1.0, 0.5, 0.25] and cfg["training"]["optimizer"] == "adam"
+    assert cfg["model"]["config"]["profile"] == [1.0, 0.5, 0.25] and cfg["training"]["optimizer"] == "adam"
 
 
 def test_list(capsys):
@@ -89,9 +95,12 @@ def test_list(capsys):
      ["must include 1.0"]),
     (["train", "--data", "synthetic", "--recipe", "independent", "--profiles", "0-0.5,0.5-1", "--out", "{tmp}/x"],
      ["takes no --profiles"]),
-    (["pick", "{run}", "--macs-ratio", "0.001", "--widths", "0.5,1.0"], ["no width fits", "smallest cost available"]),
+    (["pick", "{run}", "--macs-ratio", "0.001", "--widths", "0.5,1.0"], ["nothing fits", "smallest cost available"]),
     (["pick", "{run}"], ["one of the arguments --macs-ratio --latency-ms is required"]),
-    (["pick", "x", "--sweep", "{tmp}/none.json", "--macs-ratio", "0.5"], ["not a sweep JSON"]),
+    (["pick", "x", "--sweep", "{tmp}/none.json", "--macs-ratio", "0.5"], ["cannot read", "none.json"]),
+    (["sweep", "{run}", "--runtime", "tflite"], ["unknown runtime 'tflite'"]),
+    (["train", "--data", "synthetic", "--recipe", "us", "--profiles", "0-0.5,0.5-1", "--out", "{tmp}/x"],
+     ["takes no --profiles"]),
     (["compare", "--model", "nope", "--data", "synthetic"], ["unknown model 'nope'"]),
 ])
 def test_errors_are_one_line_exit_2(mlp_run, tmp_path, args, fragments):
@@ -125,26 +134,28 @@ def test_sweep_on_data_of_another_shape_is_refused(mlp_run, tmp_path):
     assert_one_line_error(proc, "input_size=8 but dataset idx:", "has 4")
 
 
+@pytest.mark.slow
 def test_conv_training_calibrate_export_bench(tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     run = tmp_path / "vgg"
     assert main(["train", "--model", "vgg16", "--data", "synthetic", "--width-mult", "0.0625", "--cut", "random",
                  "--profile-gradient", "straight-through", "--epochs", "1", "--train-limit", "200",
                  "--calibrate", "0.5,1.0", "--out", str(run)]) == 0
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["calibrated_widths"] == [0.5, 1.0] and cfg["training"]["cut"] == "random"
-    assert cfg["model"]["config"]["width_mult"] == 0.0625
+    cfg = RunConfig.read(run)
+    assert cfg.calibrated_widths == [0.5, 1.0] and cfg.recipe["cut"] == "random"
+    assert cfg.model.config["width_mult"] == 0.0625
     assert main(["calibrate", str(run), "--widths", "0.25", "--batches", "1"]) == 0
     assert "0.25, 0.5, 1" in capsys.readouterr().out
     assert main(["export", str(run), "--width", "0.5", "--out", str(tmp_path / "v.onnx")]) == 0
     ort.InferenceSession(str(tmp_path / "v.onnx"))
     assert main(["export", str(run), "--width", "0.25", "--format", "safetensors"]) == 0
-    assert (run / "export-w0.25" / "model.safetensors").is_file()
-    assert main(["bench", str(run), "--widths", "0.5", "--batch", "2", "--rounds", "1",
-                 "--json", str(tmp_path / "b.json")]) == 0
-    assert "ratio/ideal" in capsys.readouterr().out
-    doc = json.loads((tmp_path / "b.json").read_text())
-    assert [p["width"] for p in doc["points"]] == [1.0, 0.5] and doc["model"] == "vgg16"
+    assert (tmp_path / "vgg-w0.25" / "model.safetensors").is_file()
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.safetensors"]
+    assert main(["bench", str(run), "--widths", "0.5", "--batch", "2", "--rounds", "1", "--min-run-time", "0.01",
+                 "--runtime", "torch,onnxruntime", "--json", str(tmp_path / "b.json")]) == 0
+    assert "ratio/MAC onnxruntime@2" in capsys.readouterr().out
+    (curve,) = read_curves(tmp_path / "b.json")
+    assert [p.knobs["width"] for p in curve.points] == [1.0, 0.5] and curve.label.startswith("vgg")
 
 
 def test_train_two_profiles_and_sweep(tmp_path, capsys):
@@ -156,24 +167,25 @@ def test_train_two_profiles_and_sweep(tmp_path, capsys):
     assert "[profile 1 (0-0.3)]" in printed and "[envelope]" in printed
 
 
+@pytest.mark.slow
 def test_recipes_pick_and_compare(tmp_path, capsys):
     us = tmp_path / "us"
     assert main(["train", "--data", "synthetic", "--recipe", "us", "--sandwich", "3", "--min-width", "0.3",
                  "--no-distill", "--epochs", "1", "--out", str(us)]) == 0
-    training = json.loads((us / "config.json").read_text())["training"]
-    settings = (training["recipe"], training["sandwich"], training["min_width"], training["distill"])
-    assert settings == ("us", 3, 0.3, False)
+    recipe = RunConfig.read(us).recipe
+    assert recipe == {"name": "us", "sandwich": 3, "min_width": 0.3, "distill": False, "profile_gradient": "chain"}
     family = tmp_path / "family"
     assert main(["train", "--data", "synthetic", "--recipe", "independent", "--family-widths", "0.5,1",
                  "--epochs", "1", "--out", str(family)]) == 0
-    assert json.loads((family / "config.json").read_text())["model"]["shared"] is False
-    assert main(["sweep", str(us), "--widths", "0.5,1.0", "--latency", "--batch", "1",
-                 "--json", str(tmp_path / "s.json")]) == 0
+    assert RunConfig.read(family).model.shared is False
+    assert main(["sweep", str(us), "--widths", "0.5,1.0", "--latency", "--batch", "1", "--rounds", "1",
+                 "--min-run-time", "0.01", "--json", str(tmp_path / "s.json")]) == 0
     capsys.readouterr()
     assert main(["pick", "us", "--sweep", str(tmp_path / "s.json"), "--macs-ratio", "1.0"]) == 0
     assert "expected accuracy" in capsys.readouterr().out
-    assert main(["pick", str(us), "--latency-ms", "1000", "--widths", "0.5,1.0"]) == 0
-    assert "ms at batch 1" in capsys.readouterr().out
+    assert main(["pick", str(us), "--latency-ms", "1000", "--widths", "0.5,1.0", "--rounds", "1",
+                 "--min-run-time", "0.01"]) == 0
+    assert "ms at batch 1 on torch" in capsys.readouterr().out
     out = tmp_path / "cmp"
     assert main(["compare", "--data", "synthetic", "--epochs", "1", "--widths", "0.5,1", "--out", str(out)]) == 0
     assert "us-linear" in capsys.readouterr().out and (out / "compare.json").is_file()

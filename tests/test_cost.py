@@ -2,7 +2,8 @@ import torch
 from torch import nn
 
 from dynscale import get_model, set_width
-from dynscale.cost import count_macs, measure_latency
+from dynscale.cost import count_macs, count_parameters
+from dynscale.models import build_multi_profile
 
 
 def test_macs_are_per_example():
@@ -23,8 +24,21 @@ def test_count_macs_keeps_training_mode():
     assert model.training
 
 
-def test_latency_is_a_positive_median_in_ms():
-    model = get_model("mlp", input_size=8, hidden=[10])
-    set_width(model, 0.5)
-    ms = measure_latency(model, (1, 8, 8), batch_size=4, threads=1, min_run_time=0.05)
-    assert 0 < ms < 1000
+def test_parameters_count_the_sliced_weights_that_run():
+    model = get_model("mlp", input_size=8, hidden=[10])  # 64 -> 10 -> 10 classes, with biases
+    x = torch.randn(1, 1, 8, 8)
+    assert count_parameters(model, x) == sum(p.numel() for p in model.parameters()) == 64 * 10 + 10 + 10 * 10 + 10
+    set_width(model, 0.5)  # 5 hidden units: 64·5 + 5, then 5·10 + 10
+    assert count_parameters(model, x) == 64 * 5 + 5 + 5 * 10 + 10
+
+
+def test_parameters_of_a_conv_net_and_of_one_profile():
+    vgg = get_model("vgg16", in_channels=1, input_size=8, width_mult=0.125).eval()
+    x = torch.randn(1, 1, 8, 8)
+    full = count_parameters(vgg, x)
+    assert full == sum(p.numel() for p in vgg.parameters())
+    set_width(vgg, 0.5)
+    assert 0.2 * full < count_parameters(vgg, x) < 0.35 * full
+    two = build_multi_profile("mlp", [(0, 0.5), (0.5, 1)], in_channels=1, input_size=8, hidden=[10])
+    set_width(two, 1.0)  # only the second member runs
+    assert count_parameters(two, x) == sum(p.numel() for p in two.members[1].parameters())

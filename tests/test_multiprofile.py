@@ -1,15 +1,11 @@
 import pytest
 import torch
 
-from dynscale.checkpoint import load_run, save_run
-from dynscale.multiprofile import (
-    build_multi_profile,
-    freeze_blocks,
-    parse_profile_ranges,
-    train_multi_profile,
-)
-from dynscale.sweep import sweep_runs, to_json
-from dynscale.training import TrainConfig, seed_everything, train
+from dynscale.eval import curves_to_json
+from dynscale.idp import MultiProfile, sweep_runs
+from dynscale.models import build_multi_profile, parse_profile_ranges
+from dynscale.runs import load_run, save_run
+from dynscale.train import TrainConfig, Trainer, seed_everything, train
 
 
 def test_parse_profile_ranges():
@@ -57,15 +53,17 @@ def test_training_profile_two_leaves_profile_one_bit_identical(synthetic, cut):
     from dynscale import width
 
     model = two_profile_mlp()
-    config = TrainConfig(epochs=2, cut=cut, weight_decay=1e-3, momentum=0.9)
-    train(model.members[0], synthetic, config, progress=False, width_range=(0.0, 0.3))
+    config = TrainConfig(epochs=2, weight_decay=1e-3, momentum=0.9)
+    trainer = Trainer(model, synthetic, config, MultiProfile(cut=cut, profiles=[(0.0, 0.3), (0.3, 1.0)]),
+                      progress=False)
+    assert trainer.fit(max_steps=2 * trainer.steps_per_epoch) is None  # profile 1 done, profile 2 not begun
+    assert trainer.phase == 1 and trainer.step == 0
     x = synthetic.test_x
     with width(model, 0.3), torch.no_grad():
         before = model.eval()(x).clone()
     shared = model.members[0].layers[2]
     weight_before = shared.weight.detach().clone()
-    with freeze_blocks(model, 1) as restore:
-        train(model.members[1], synthetic, config, progress=False, width_range=(0.3, 1.0), step_hook=restore)
+    trainer.fit()
     with width(model, 0.3), torch.no_grad():
         after = model.eval()(x)
     assert torch.equal(before, after)
@@ -76,11 +74,13 @@ def test_training_profile_two_leaves_profile_one_bit_identical(synthetic, cut):
 
 def test_train_multi_profile_and_round_trip(synthetic, tmp_path):
     model = two_profile_mlp()
-    metrics = train_multi_profile(model, synthetic, TrainConfig(epochs=3), progress=False)
-    assert [p["range"] for p in metrics["profiles"]] == [[0.0, 0.3], [0.3, 1.0]]
-    save_run(tmp_path / "mp", model, "mlp", "synthetic", metrics=metrics)
+    metrics = train(model, synthetic, TrainConfig(epochs=3), MultiProfile(profiles=[(0, 0.3), (0.3, 1)]),
+                    progress=False)
+    assert [p["range"] for p in metrics["phases"]] == [[0.0, 0.3], [0.3, 1.0]]
+    assert [p["phase"] for p in metrics["phases"]] == ["profile 1 (0-0.3)", "profile 2 (0.3-1)"]
+    save_run(tmp_path / "mp", model, "synthetic", metrics=metrics)
     run = load_run(tmp_path / "mp")
-    assert run.profile_ranges == [(0.0, 0.3), (0.3, 1.0)]
+    assert run.config.profile_ranges == [(0.0, 0.3), (0.3, 1.0)]
     assert run.model.members[0].layers[2] is run.model.members[1].layers[2]
     x = synthetic.test_x[:16]
     from dynscale import width
@@ -92,13 +92,13 @@ def test_train_multi_profile_and_round_trip(synthetic, tmp_path):
 
 def test_sweep_shows_each_profile_and_the_envelope(synthetic, tmp_path):
     model = two_profile_mlp()
-    train_multi_profile(model, synthetic, TrainConfig(epochs=2), progress=False)
-    save_run(tmp_path / "mp", model, "mlp", "synthetic")
+    train(model, synthetic, TrainConfig(epochs=2), MultiProfile(profiles=[(0, 0.3), (0.3, 1)]), progress=False)
+    save_run(tmp_path / "mp", model, "synthetic")
     results = sweep_runs([str(tmp_path / "mp")], [0.2, 0.3, 0.6, 1.0], progress=False)
     assert [r.curve for r in results] == ["profile 1 (0-0.3)", "profile 2 (0.3-1)", "envelope"]
-    assert [p.width for p in results[0].points] == [0.2, 0.3]  # profile 1 stops at its range
-    assert [p.width for p in results[1].points] == [0.2, 0.3, 0.6, 1.0]
+    assert [p.knobs["width"] for p in results[0].points] == [0.2, 0.3]  # profile 1 stops at its range
+    assert [p.knobs["width"] for p in results[1].points] == [0.2, 0.3, 0.6, 1.0]
     for point in results[2].points:
-        candidates = [p.accuracy for r in results[:2] for p in r.points if p.width == point.width]
+        candidates = [p.accuracy for r in results[:2] for p in r.points if p.knobs == point.knobs]
         assert point.accuracy == max(candidates)
-    assert to_json(results)["runs"][2]["curve"] == "envelope"
+    assert curves_to_json(results)["curves"][2]["curve"] == "envelope"

@@ -4,6 +4,7 @@ import pytest
 
 from dynscale.models import list_models
 from dynscale.reproduce import load_plan, reproduce, run_settings
+from dynscale.runs import RunConfig
 
 
 def test_the_idp_plan_is_complete():
@@ -13,7 +14,7 @@ def test_the_idp_plan_is_complete():
     for mode in ("quick", "full"):
         for name, spec in plan["runs"].items():
             assert spec["model"] in list_models()
-            run_settings(plan, name, mode)  # builds a valid TrainConfig
+            run_settings(plan, name, mode)  # builds a valid TrainConfig and recipe
     assert {"mlp_profiles", "mlp_one_vs_two_profiles", "vgg16_one_vs_two_profiles"} <= set(plan["experiments"])
     assert {f"{m}_allone_vs_linear" for m in ("mlp", "vgg16", "mobilenet", "binarynet")} <= set(plan["experiments"])
 
@@ -34,6 +35,7 @@ TINY_PLAN = {
 }
 
 
+@pytest.mark.slow
 def test_reproduce_trains_sweeps_and_reuses(tmp_path, capsys):
     summary = reproduce(TINY_PLAN, tmp_path, quick=True, progress=False)
     assert set(summary) == {"ab", "c"}
@@ -42,9 +44,10 @@ def test_reproduce_trains_sweeps_and_reuses(tmp_path, capsys):
             assert (tmp_path / f"{key}.{ext}").stat().st_size > 0
     doc = json.loads((tmp_path / "ab.json").read_text())
     assert doc["title"] == "A vs B" and doc["mode"] == "quick"
-    assert [r.get("curve") for r in doc["runs"]] == [None, "profile 1 (0-0.5)", "profile 2 (0.5-1)", "envelope"]
-    calibrated = json.loads((tmp_path / "runs" / "c" / "config.json").read_text())["calibrated_widths"]
-    assert calibrated == [0.25, 0.5, 1.0]
+    assert [r["curve"] for r in doc["curves"]] == [None, "profile 1 (0-0.5)", "profile 2 (0.5-1)", "envelope"]
+    config = RunConfig.read(tmp_path / "runs" / "c")
+    assert config.calibrated_widths == [0.25, 0.5, 1.0] and config.recipe["cut"] == "random"
+    assert config.provenance["reproduce"]["data"] == "synthetic"
     assert "## A vs B" in (tmp_path / "summary.md").read_text()
     capsys.readouterr()
     reproduce(TINY_PLAN, tmp_path, quick=True, progress=False, only=["c"])

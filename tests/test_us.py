@@ -1,15 +1,29 @@
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dynscale import get_model, list_models, set_width, width
-from dynscale.checkpoint import load_run
 from dynscale.compare import compare
+from dynscale.eval import read_curves
+from dynscale.idp import sweep_runs, train_run
 from dynscale.layers import kept_channels
-from dynscale.sweep import sweep_runs
-from dynscale.training import TrainConfig, sandwich_backward, seed_everything, train, train_run
+from dynscale.runs import RunConfig, load_run
+from dynscale.slimmable import Independent, Sandwich
+from dynscale.train import TrainConfig, seed_everything, train
+
+from tiny import tiny_options
+
+
+def sandwich_backward(model, x, y, recipe, rng):
+    """One step's gradients, as the trainer computes them: each yielded loss back-propagated."""
+    losses = [loss.detach() for loss in _backward_each(recipe.losses(model, x, y, rng, 0))]
+    return sum(losses)
+
+
+def _backward_each(losses):
+    for loss in losses:
+        loss.backward()
+        yield loss
 
 
 def mlp(seed=0):
@@ -24,7 +38,7 @@ def grads(model):
 def test_sandwich_accumulates_the_largest_and_smallest_widths(synthetic):
     x, y = synthetic.train_x[:32], synthetic.train_y[:32]
     model = mlp()
-    sandwich_backward(model, x, y, TrainConfig(sandwich=2), torch.Generator(), 0.25, 1.0)
+    sandwich_backward(model, x, y, Sandwich(sandwich=2), torch.Generator())
     got = grads(model)
     model.zero_grad()
     logits = model(x)
@@ -40,7 +54,7 @@ def test_gradients_from_every_width_reach_the_weights(synthetic):
     x, y = synthetic.train_x[:32], synthetic.train_y[:32]
     full_only, sandwich = mlp(), mlp()
     (F.cross_entropy(full_only(x), y) / 4).backward()  # the largest width's share of the mean
-    sandwich_backward(sandwich, x, y, TrainConfig(sandwich=4), torch.Generator().manual_seed(0), 0.25, 1.0)
+    sandwich_backward(sandwich, x, y, Sandwich(sandwich=4), torch.Generator().manual_seed(0))
     k = kept_channels(20, 0.25)
     first = "layers.0.weight"
     a, b = full_only.get_parameter(first).grad, sandwich.get_parameter(first).grad
@@ -52,7 +66,7 @@ def test_gradients_from_every_width_reach_the_weights(synthetic):
 def test_without_distillation_narrow_widths_learn_from_labels(synthetic):
     x, y = synthetic.train_x[:32], synthetic.train_y[:32]
     model = mlp()
-    sandwich_backward(model, x, y, TrainConfig(sandwich=2, distill=False), torch.Generator(), 0.25, 1.0)
+    sandwich_backward(model, x, y, Sandwich(sandwich=2, distill=False), torch.Generator())
     got = grads(model)
     model.zero_grad()
     (F.cross_entropy(model(x), y) / 2).backward()
@@ -65,7 +79,7 @@ def test_without_distillation_narrow_widths_learn_from_labels(synthetic):
 def test_us_training_is_good_at_every_width(synthetic):
     seed_everything(0)
     model = get_model("mlp", in_channels=1, input_size=8, hidden=[20, 20], profile="all-one")
-    train(model, synthetic, TrainConfig(epochs=20, recipe="us", lr=0.2), progress=False)
+    train(model, synthetic, TrainConfig(epochs=20, lr=0.2), Sandwich(), progress=False)
     for p in (0.25, 0.5, 1.0):
         with width(model, p):
             acc = (model.eval()(synthetic.test_x).argmax(1) == synthetic.test_y).float().mean()
@@ -73,15 +87,16 @@ def test_us_training_is_good_at_every_width(synthetic):
 
 
 def test_us_run_recalibrates_batchnorm(synthetic, tmp_path):
-    config = TrainConfig(epochs=1, recipe="us", train_limit=200)
-    run = train_run(tmp_path / "us", "vgg16", synthetic, config, {"width_mult": 0.0625}, progress=False)
-    assert json.loads((run / "config.json").read_text())["calibrated_widths"] == [0.25, 0.5, 0.75, 1.0]
+    config = TrainConfig(epochs=1, train_limit=200)
+    run = train_run(tmp_path / "us", "vgg16", synthetic, config, Sandwich(), {"width_mult": 0.0625}, progress=False)
+    assert RunConfig.read(run).calibrated_widths == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_independent_family_trains_one_separate_network_per_width(synthetic, tmp_path):
     seed_everything(0)
-    config = TrainConfig(epochs=2, recipe="independent", family_widths=[0.5, 1.0])
-    run_dir = train_run(tmp_path / "ind", "mlp", synthetic, config, {"hidden": [20, 20]}, progress=False)
+    config = TrainConfig(epochs=2)
+    run_dir = train_run(tmp_path / "ind", "mlp", synthetic, config, Independent(widths=[0.5, 1.0]),
+                        {"hidden": [20, 20]}, progress=False)
     model = load_run(run_dir).model
     narrow, wide = model.members
     assert not model.shared and narrow.layers[2] is not wide.layers[2]
@@ -93,38 +108,52 @@ def test_independent_family_trains_one_separate_network_per_width(synthetic, tmp
     set_width(model, 0.5)
     assert model.active_member() is narrow
     (result,) = sweep_runs([str(run_dir)], [0.5, 1.0], progress=False)  # one curve, no envelope
-    assert result.curve is None and [p.width for p in result.points] == [0.5, 1.0]
+    assert result.curve is None and [p.knobs["width"] for p in result.points] == [0.5, 1.0]
+    assert result.points[0].method == "independent"
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"recipe": "slimmable"}, "unknown recipe"),
-    ({"sandwich": 1}, "at least 2"),
-    ({"family_widths": [0.25, 0.5]}, "must include 1.0"),
-    ({"min_width": 0}, "width must be in"),
+@pytest.mark.parametrize("recipe, kwargs, match", [
+    (Sandwich, {"sandwich": 1}, "at least 2"),
+    (Independent, {"widths": [0.25, 0.5]}, "must include 1.0"),
+    (Sandwich, {"min_width": 0}, "width must be in"),
 ])
-def test_bad_recipe_settings(kwargs, match):
+def test_bad_recipe_settings(recipe, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        TrainConfig(**kwargs)
+        recipe(**kwargs)
 
 
+@pytest.mark.slow
 def test_compare_trains_and_sweeps_the_five_contenders(tmp_path):
     compare("mlp", "synthetic", tmp_path, widths=[0.5, 1.0], epochs=2, progress=False)
-    doc = json.loads((tmp_path / "compare.json").read_text())
-    names = [r["run"].split("/")[-1] for r in doc["runs"]]
+    curves = read_curves(tmp_path / "compare.json")
+    names = [c.run.split("/")[-1] for c in curves]
     assert names == ["independent", "idp-all-one", "idp-linear", "us-all-one", "us-linear"]
-    assert all([p["width"] for p in r["points"]] == [0.5, 1.0] for r in doc["runs"])
+    assert all([p.knobs["width"] for p in c.points] == [0.5, 1.0] for c in curves)
     assert (tmp_path / "compare.png").stat().st_size > 0 and "independent" in (tmp_path / "compare.md").read_text()
-    recipes = {n: json.loads((tmp_path / "runs" / n / "config.json").read_text())["training"]["recipe"] for n in names}
-    assert recipes == {"independent": "independent", "idp-all-one": "idp", "idp-linear": "idp",
-                       "us-all-one": "us", "us-linear": "us"}
+    recipes = {n: RunConfig.read(tmp_path / "runs" / n).recipe for n in names}
+    assert {n: r["name"] for n, r in recipes.items()} == {
+        "independent": "independent", "idp-all-one": "idp", "idp-linear": "idp", "us-all-one": "us",
+        "us-linear": "us"}
+    assert recipes["idp-linear"]["cut"] == "full"  # the MLP: the paper trained it at full width
+
+
+def test_compare_trains_convolutional_models_with_random_cuts():
+    from dynscale.compare import comparison_plan
+    from dynscale.models import list_models, model_info
+    from dynscale.reproduce import run_settings
+
+    for name in list_models():
+        plan = comparison_plan(name, "synthetic", [0.5, 1.0], epochs=1)
+        recipe = run_settings(plan, "idp-linear", "full")[3]
+        assert recipe.cut == ("random" if model_info(name).convolutional else "full"), name
+    assert comparison_plan("resnet", "synthetic", [1.0], 1)["runs"]["idp-linear"]["cut"] == "random"
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_a_sandwich_step_works_for_every_registered_model(name):
     seed_everything(0)
-    options = {"vgg16": {"width_mult": 0.0625}, "mobilenet": {"width_mult": 0.125}}.get(name, {})
-    model = get_model(name, in_channels=1, input_size=8, **options).train()
+    model = get_model(name, **tiny_options(name)).train()
     x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
-    loss = sandwich_backward(model, x, y, TrainConfig(), torch.Generator().manual_seed(0), 0.25, 1.0)
+    loss = sandwich_backward(model, x, y, Sandwich(), torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -1,7 +1,7 @@
 """Adaptive inference (SPEC §3): learned early exits and network selection, with real exits."""
 
 from .cascade import Cascade
-from .exits import EarlyExitNet, backbone_stages, exit_accuracies, train_early_exit
+from .exits import EarlyExitNet, backbone_stages, exit_accuracies
 from .graph import AdaptiveGraph, Node, Outcome
 from .policy import (
     FixedPolicy,
@@ -12,12 +12,13 @@ from .policy import (
     fit_policies,
     threshold_policies,
 )
+from .recipes import EarlyExits, FrozenExits, train_early_exit
 from .runs import load_early_exit, train_early_exit_run
-from .sweep import AdaptiveCurve, AdaptivePoint, sweep_cascade, sweep_early_exit, sweep_graph
+from .sweep import build_cascade, sweep_adaptive_run, sweep_cascade, sweep_graph
 
 __all__ = [
-    "AdaptiveCurve", "AdaptiveGraph", "AdaptivePoint", "Cascade", "EarlyExitNet", "FixedPolicy",
-    "LearnedPolicy", "Node", "Outcome", "ThresholdPolicy", "backbone_stages", "calibrate_threshold",
-    "confidence_features", "exit_accuracies", "fit_policies", "load_early_exit", "sweep_cascade",
-    "sweep_early_exit", "sweep_graph", "threshold_policies", "train_early_exit", "train_early_exit_run",
+    "AdaptiveGraph", "Cascade", "EarlyExitNet", "EarlyExits", "FixedPolicy", "FrozenExits", "LearnedPolicy", "Node",
+    "Outcome", "ThresholdPolicy", "backbone_stages", "build_cascade", "calibrate_threshold", "confidence_features",
+    "exit_accuracies", "fit_policies", "load_early_exit", "sweep_adaptive_run", "sweep_cascade", "sweep_graph",
+    "threshold_policies", "train_early_exit", "train_early_exit_run",
 ]

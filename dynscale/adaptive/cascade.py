@@ -84,6 +84,7 @@ class Cascade(nn.Module):
         self.networks = nn.ModuleList(networks)
         edges = [(i, i + 1) for i in range(len(networks) - 1)] if edges is None else list(edges)
         self.successors = check_edges(edges, len(networks))
+        self.edges = [tuple(e) for e in edges]
         self.names = list(names) if names is not None else [f"net{i}" for i in range(len(networks))]
         if len(self.names) != len(networks):
             raise ValueError(f"give one name per network ({len(networks)}), got {len(self.names)}")

@@ -7,17 +7,13 @@ average pool and a linear layer; after a flat stage, a linear layer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..cost import count_macs, eval_mode
-from ..data import Dataset
 from ..models.common import input_shape as config_input_shape
-from ..training import TrainConfig, make_optimizer, make_schedule, run_epochs, training_subset
 from .graph import AdaptiveGraph, Node, node_macs
 
 
@@ -139,72 +135,6 @@ class EarlyExitNet(nn.Module):
         macs = node_macs(self._segments, example, [None, *range(k - 1)])
         nodes = [Node(name, seg, m) for name, seg, m in zip(self.node_names, self._segments, macs, strict=True)]
         return AdaptiveGraph(nodes, [[i + 1] for i in range(k - 1)] + [[]], count_macs(self.backbone, example))
-
-
-def parse_exit_weights(weights: Sequence[float] | None, count: int) -> list[float]:
-    """Validates per-exit loss weights (one per exit plus one for the final output).
-
-    Raises:
-        ValueError: for a wrong count, a negative weight, or all zero.
-    """
-    if weights is None:
-        return [1.0] * count
-    weights = [float(w) for w in weights]
-    if len(weights) != count:
-        raise ValueError(f"give {count} exit loss weights (one per exit, then the final output), got {len(weights)}")
-    if min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError(f"exit loss weights must be >= 0 and not all 0, got {weights}")
-    return weights
-
-
-def train_early_exit(net: EarlyExitNet, data: Dataset, config: TrainConfig,
-                     exit_weights: Sequence[float] | None = None, freeze_backbone: bool = False,
-                     progress: bool | None = None) -> dict:
-    """Trains the exits, jointly with the backbone or on a frozen (pretrained) backbone.
-
-    The loss is the weighted mean of every exit's cross-entropy. The run's held-out examples
-    (``config.holdout``) are left out.
-
-    Args:
-        net: the network.
-        data: the dataset.
-        config: training settings (its ``recipe``, ``cut`` and width options do not apply).
-        exit_weights: loss weight per exit, then the final output; all 1 by default.
-        freeze_backbone: train only the exits; the backbone's weights and batch-norm statistics
-            stay as they are.
-        progress: show a progress bar; None shows it only on a terminal.
-
-    Returns:
-        Metrics: final training loss, test accuracy per exit, seconds taken.
-    """
-    weights = parse_exit_weights(exit_weights, len(net.node_names))
-    loader = training_subset(data, config).loader("train", config.batch_size, shuffle=True, seed=config.seed)
-    if freeze_backbone:
-        net.backbone.requires_grad_(False)
-    trained = net.exits if freeze_backbone else net
-    optimizer = make_optimizer(trained, config)
-    schedule = make_schedule(optimizer, config, config.epochs * len(loader))
-    total_weight = sum(weights)
-
-    def set_modes() -> None:
-        net.train()
-        if freeze_backbone:
-            net.backbone.eval()
-
-    def backward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        outputs = net(x)  # [(B, classes)] per exit, then the final output
-        loss = sum(w * F.cross_entropy(o, y) for w, o in zip(weights, outputs, strict=True)) / total_weight
-        loss.backward()
-        return loss
-
-    start = time.perf_counter()
-    loss_value = run_epochs(net, loader, optimizer, schedule, config.epochs, backward, progress,
-                            desc="train exits", before_epoch=set_modes)
-    net.eval()
-    if freeze_backbone:
-        net.backbone.requires_grad_(True)
-    return {"train_loss": loss_value, "exit_accuracy": exit_accuracies(net, data.test_x, data.test_y),
-            "train_seconds": round(time.perf_counter() - start, 3)}
 
 
 @torch.no_grad()

@@ -63,6 +63,11 @@ class Decision:
         other classifiers, whose cost is not counted)."""
         return float(len(self._linear[0])) if self._linear is not None else 0.0
 
+    @property
+    def parameters(self) -> int:
+        """Stored numbers of a linear decision (weights and bias); 0 otherwise."""
+        return len(self._linear[0]) + 1 if self._linear is not None else 0
+
     def take(self, features: torch.Tensor) -> torch.Tensor:
         """``(B,)`` bool: True where the option is taken."""
         if self.constant is not None:
@@ -114,6 +119,10 @@ class LearnedPolicy:
     def macs(self) -> float:
         return sum(d.macs for d in self.decisions)
 
+    @property
+    def parameters(self) -> int:
+        return sum(d.parameters for d in self.decisions)
+
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         features = confidence_features(logits)
         option = torch.full((len(logits),), len(self.decisions), dtype=torch.long)
@@ -127,6 +136,7 @@ class ThresholdPolicy:
     otherwise go to the first (cheapest) successor."""
 
     macs = 0.0
+    parameters = 1  # the threshold
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -140,6 +150,7 @@ class FixedPolicy:
     """Always the same option (0: stop here); for forcing exits and for tests."""
 
     macs = 0.0
+    parameters = 0
 
     def __init__(self, option: int) -> None:
         self.option = option

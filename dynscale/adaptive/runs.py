@@ -1,28 +1,22 @@
-"""Early-exit run directories: the usual ``model.safetensors`` + ``config.json``, with
-``"kind": "early-exit"``, the exits, and the held-out split the policies are fitted on."""
+"""Early-exit and cascade runs: their run kinds, and training an early-exit run."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoint import (
-    CONFIG,
-    WEIGHTS,
-    build_run_model,
-    load_run,
-    load_state_checked,
-    read_config,
-    read_weights,
-    save_run,
-)
+from torch import nn
+
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, DynscaleError
-from ..sweep import check_compatible
-from ..training import TrainConfig, seed_everything, sized_for
-from .exits import EarlyExitNet, train_early_exit
-
-KIND = "early-exit"
+from ..evaluation import check_compatible
+from ..models import get_model
+from ..runs import ModelSpec, RunConfig, RunKind, load_run, register_kind, save_run
+from ..train import TrainConfig, Trainer, seed_everything, sized_for
+from .cascade import Cascade
+from .exits import EarlyExitNet
+from .recipes import EarlyExits, FrozenExits, parse_exit_weights
 
 
 def default_holdout(data: Dataset) -> int:
@@ -41,9 +35,10 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
         model_name: a registered model (ignored with ``backbone_run``).
         data: a dataset or its name.
         config: training settings; ``config.holdout`` examples are kept out of training for
-            fitting the policies (10% of the training split if 0).
+            fitting the policies (10% of the training split if 0). The caller's config is
+            not changed.
         exits: stage names to put exits after.
-        exit_weights: loss weight per exit and the final output (joint training).
+        exit_weights: loss weight per exit and the final output.
         model_options: model config fields; input shape and classes come from the data.
         backbone_run: a trained run (``dynscale train --holdout N``) whose network becomes a
             frozen backbone; only the exits are trained.
@@ -57,13 +52,15 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
             the data.
     """
     dataset = load_dataset(data) if isinstance(data, str) else data
-    if not config.holdout:
-        config.holdout = default_holdout(dataset)
+    config = dataclasses.replace(config, holdout=config.holdout or default_holdout(dataset))
     seed_everything(config.seed)
     if backbone_run is not None:
         run = load_run(backbone_run)
-        check_compatible(run.config["model"]["config"], dataset, str(backbone_run))
-        seen = run.config.get("training", {}).get("holdout", 0)
+        if run.kind != "width":
+            raise DynscaleError(f"{backbone_run} is a {run.kind} run; a backbone is a network trained with "
+                                "`dynscale train`")
+        check_compatible(run.config.model_config, dataset, str(backbone_run))
+        seen = run.config.holdout
         if seen != config.holdout:
             raise DynscaleError(
                 f"{backbone_run} held out {seen} training examples but this run holds out {config.holdout}, so "
@@ -72,21 +69,18 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
                 if seen else
                 f"{backbone_run} was trained on every training example, so the policies would be fitted on "
                 f"examples it has seen; retrain it with `dynscale train --holdout {config.holdout} ...`")
-        backbone, model_name = run.model, run.model_name
+        backbone = run.model
     else:
-        from ..models import get_model
-
         backbone = get_model(model_name, **sized_for(dataset, model_options))
     net = EarlyExitNet(backbone, exits)
-    metrics = train_early_exit(net, dataset, config, exit_weights, freeze_backbone=backbone_run is not None,
-                               progress=progress)
-    extra = {"kind": KIND, "exits": net.exit_names,
-             "exit_weights": list(exit_weights) if exit_weights is not None else None,
-             "backbone_run": str(backbone_run) if backbone_run is not None else None}
-    return save_run(out, net, model_name, dataset.name, training=config.to_dict(), metrics=metrics, extra=extra)
+    weights = parse_exit_weights(exit_weights, len(net.node_names))
+    recipe = FrozenExits(weights) if backbone_run is not None else EarlyExits(weights)
+    metrics = Trainer(net, dataset, config, recipe, progress).fit()
+    provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
+    return save_run(out, net, dataset.name, training=config, recipe=recipe, metrics=metrics, provenance=provenance)
 
 
-def load_early_exit(directory: str | Path) -> tuple[EarlyExitNet, dict]:
+def load_early_exit(directory: str | Path) -> tuple[EarlyExitNet, RunConfig]:
     """Loads an early-exit run (from :func:`train_early_exit_run`).
 
     Returns:
@@ -95,13 +89,40 @@ def load_early_exit(directory: str | Path) -> tuple[EarlyExitNet, dict]:
     Raises:
         CheckpointError: if the directory is not an early-exit run, or is corrupt.
     """
-    directory = Path(directory)
-    config = read_config(directory)
-    if config.get("kind") != KIND:
+    run = load_run(directory)
+    if run.kind != "early-exit":
         raise CheckpointError(f"{directory} is not an early-exit run; make one with `dynscale adaptive train`")
-    try:
-        net = EarlyExitNet(build_run_model(directory, config), config["exits"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{directory / CONFIG}: cannot build the network: {e}") from None
-    load_state_checked(net, read_weights(directory), str(directory / WEIGHTS))
-    return net.eval(), config
+    return run.model, run.config
+
+
+def _early_exit_describe(net: nn.Module) -> tuple[ModelSpec, dict]:
+    return ModelSpec.of(net.backbone), {"exits": list(net.exit_names)}
+
+
+def _early_exit_summary(config: RunConfig) -> list[tuple[str, str]]:
+    backbone = config.provenance.get("backbone_run")
+    return [("exits", f"{', '.join(config.section['exits'])} (then the final output)"),
+            ("backbone", f"frozen, from {backbone}" if backbone else "trained jointly"),
+            ("holdout", f"{config.holdout} training examples held out for the policies")]
+
+
+def _cascade_describe(cascade: nn.Module) -> tuple[None, dict]:
+    return None, {"members": [ModelSpec.of(n).to_json() for n in cascade.networks], "names": list(cascade.names),
+                  "edges": [list(e) for e in cascade.edges]}
+
+
+def _cascade_build(config: RunConfig) -> nn.Module:
+    members = [ModelSpec.from_json(m).build() for m in config.section["members"]]
+    return Cascade(members, [tuple(e) for e in config.section["edges"]], config.section["names"])
+
+
+def _cascade_summary(config: RunConfig) -> list[tuple[str, str]]:
+    names, members = config.section["names"], config.section["members"]
+    return [("networks", ", ".join(f"{n} ({m['name']})" for n, m in zip(names, members, strict=True))),
+            ("edges", ", ".join(f"{a}-{b}" for a, b in config.section["edges"])),
+            ("holdout", f"{config.holdout} training examples held out for the policies")]
+
+
+register_kind(RunKind("early-exit", EarlyExitNet, _early_exit_describe,
+                      lambda config: EarlyExitNet(config.model.build(), config.section["exits"]), _early_exit_summary))
+register_kind(RunKind("cascade", Cascade, _cascade_describe, _cascade_build, _cascade_summary))

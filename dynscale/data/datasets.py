@@ -78,7 +78,7 @@ class Dataset:
         return kept, (self.train_x[held], self.train_y[held])
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False,
-               seed: int = 0) -> DataLoader:
+               seed: int = 0, generator: torch.Generator | None = None) -> DataLoader:
         """Returns a DataLoader over a split yielding ``(x, y)`` batches.
 
         Args:
@@ -86,11 +86,13 @@ class Dataset:
             batch_size: examples per batch.
             shuffle: reshuffle every epoch, reproducibly from ``seed``.
             seed: seed of the shuffling generator.
+            generator: the shuffling generator itself (its state then decides the order; a
+                trainer saves it to resume mid-epoch); overrides ``seed``.
         """
         x, y = self.tensors(split)
         data = TensorDataset(x, y)
         # Whole batches are indexed at once: much faster than collating single examples.
-        base = (RandomSampler(data, generator=torch.Generator().manual_seed(seed))
+        base = (RandomSampler(data, generator=generator or torch.Generator().manual_seed(seed))
                 if shuffle else SequentialSampler(data))
         return DataLoader(data, batch_size=None,
                           sampler=BatchSampler(base, batch_size, drop_last=False))

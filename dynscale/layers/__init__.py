@@ -1,6 +1,12 @@
 """Layers whose cost scales with the model's width: incomplete, batch-norm, binary."""
 
-from .batchnorm import IncompleteBatchNorm1d, IncompleteBatchNorm2d, incomplete_batchnorms, width_key
+from .batchnorm import (
+    IncompleteBatchNorm1d,
+    IncompleteBatchNorm2d,
+    calibrated_widths,
+    incomplete_batchnorms,
+    width_key,
+)
 from .binary import BinaryConv2d, BinaryLinear, Sign, binarize
 from .incomplete import (
     PROFILE_GRADIENTS,
@@ -15,7 +21,7 @@ from .width import WidthScaled, check_width, kept_channels, set_width, width, wi
 __all__ = [
     "PROFILE_GRADIENTS", "BinaryConv2d", "BinaryLinear", "IncompleteBatchNorm1d",
     "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLayer", "IncompleteLinear", "Sign",
-    "WidthScaled", "binarize", "check_width", "incomplete_batchnorms",
+    "WidthScaled", "binarize", "calibrated_widths", "check_width", "incomplete_batchnorms",
     "incomplete_layers", "kept_channels", "set_profile_gradient", "set_width", "width",
     "width_key", "width_scaled",
 ]

@@ -53,6 +53,10 @@ class _IncompleteBatchNorm(WidthScaled):
             return mean, getattr(self, f"calib_var_{key}")
         return self.running_mean[:c], self.running_var[:c]
 
+    def active_parameters(self) -> int:
+        """Parameters used for the channels seen in the last forward pass."""
+        return 2 * self.seen_channels if self.affine else 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, c, ...) with c ≤ num_features
         self._check_input_dim(x)
         c = x.shape[1]
@@ -95,3 +99,11 @@ class IncompleteBatchNorm1d(nn.BatchNorm1d, _IncompleteBatchNorm):
 def incomplete_batchnorms(model: nn.Module) -> list[_IncompleteBatchNorm]:
     """Returns the width-aware batch-norm layers of a model in module order."""
     return [m for m in model.modules() if isinstance(m, _IncompleteBatchNorm)]
+
+
+def calibrated_widths(model: nn.Module) -> list[float]:
+    """The widths for which the model's width-aware batch-norms store statistics."""
+    found: set[float] = set()
+    for bn in incomplete_batchnorms(model):
+        found.update(bn.calibrated_widths())
+    return sorted(found)

@@ -122,6 +122,11 @@ class IncompleteLinear(nn.Linear, IncompleteLayer):
         w = self._fold(self.effective_weight()[:k_out, :k_in], self.profile[:k_in])  # (k_out, k_in)
         return w, None if self.bias is None else self.bias[:k_out]
 
+    def active_parameters(self) -> int:
+        """Parameters the layer uses at the current width: its sliced weight and bias."""
+        k_in, k_out = self.kept()
+        return k_out * k_in + (k_out if self.bias is not None else 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in) -> (B, k_out)
         k_in, k_out = self.kept()
         k_in = self._input_channels(x, k_in, dim=-1)
@@ -202,6 +207,12 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
         if groups > 1:
             gamma = gamma.repeat_interleave(k_out // groups, dim=0)  # (k_out, cin_g)
         return gamma[:, :, None, None]
+
+    def active_parameters(self) -> int:
+        """Parameters the layer uses at the current width: its sliced weight and bias."""
+        k_in, k_out, groups = self._plan(self.kept()[0])
+        kh, kw = self.kernel_size
+        return k_out * (k_in // groups) * kh * kw + (k_out if self.bias is not None else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in, H, W) -> (B, k_out, H', W')
         k_in = self._input_channels(x, self.kept()[0], dim=1)

@@ -53,7 +53,7 @@ class MLP(nn.Module):
         return stages + [("head", layers[-1])]
 
 
-@register_model
+@register_model(convolutional=False)
 def mlp(config: MLPConfig) -> MLP:
     """The IDP paper's MLP (default 784-100-100-10)."""
     return MLP(config)

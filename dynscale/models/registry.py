@@ -1,31 +1,119 @@
-"""The model registry: ``@register_model``, ``get_model(name, **cfg)``, ``list_models()``."""
+"""The model registry: ``@register_model``, ``get_model(name, **cfg)``, ``list_models()``, and
+each model's metadata (``model_info(name)``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+INPUT_KINDS = ("image",)
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Registers a builder ``fn(config: SomeConfig) -> nn.Module`` under its function name.
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model family and what the rest of dynscale needs to know about it.
 
-    Underscores in the name become hyphens; the config dataclass is read from the type hint.
+    Attributes:
+        name: the registry name.
+        builder: ``builder(config) -> nn.Module``.
+        config_cls: the builder's config dataclass.
+        model_cls: the class the builder returns.
+        input_kind: what the model reads; ``"image"`` is a ``(C, H, W)`` tensor.
+        scales_width: whether ``set_width`` scales its cost (it has incomplete layers).
+        convolutional: whether it is a convolutional network (IDP's authors trained those with
+            random cuts, and the MLP at full width).
+        description: one line, from the builder's docstring.
     """
-    name = fn.__name__.replace("_", "-")
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = fn
-    return fn
+
+    name: str
+    builder: Callable[..., nn.Module]
+    config_cls: type
+    model_cls: type
+    input_kind: str = "image"
+    scales_width: bool = True
+    convolutional: bool = True
+    description: str = ""
+
+    def options(self) -> list[str]:
+        """The config fields ``get_model`` accepts."""
+        return sorted(f.name for f in dataclasses.fields(self.config_cls))
+
+    def stages(self, **cfg) -> list[str]:
+        """The names of the model's stages (``model.stages()``) for this config; the last is
+        the network's own output, every other one can take an early exit."""
+        with torch.device("meta"):  # no memory is allocated for the weights
+            model = get_model(self.name, **cfg)
+        return [name for name, _ in model.stages()]
+
+    def exit_points(self, **cfg) -> list[str]:
+        """The stages an early exit can follow (all but the last)."""
+        return self.stages(**cfg)[:-1]
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: str = "image",
+                   scales_width: bool = True, convolutional: bool = True):
+    """Registers a builder ``fn(config: SomeConfig) -> SomeModel`` under its function name.
+
+    Usable bare (``@register_model``) or with metadata (``@register_model(convolutional=False)``).
+    Underscores in the name become hyphens; the config dataclass and the model class are read
+    from the type hints.
+    """
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"unknown input kind {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+
+    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__.replace("_", "-")
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        hints = typing.get_type_hints(builder)
+        if "config" not in hints or not dataclasses.is_dataclass(hints["config"]):
+            raise TypeError(f"the builder of {name!r} must take `config: SomeDataclass`")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _MODELS[name] = ModelInfo(name, builder, hints["config"], hints.get("return", nn.Module), input_kind,
+                                  scales_width, convolutional, doc[0] if doc else "")
+        return builder
+
+    return register(fn) if fn is not None else register
 
 
 def list_models() -> list[str]:
     """Returns the registered model names, sorted."""
     return sorted(_MODELS)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The metadata of a registered model.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def model_name(model: nn.Module) -> str:
+    """The registry name of a model built by :func:`get_model` or by a registered class.
+
+    Raises:
+        ValueError: if the model's class is not registered.
+    """
+    name = getattr(model, "model_name", None)
+    if name in _MODELS:
+        return name
+    for info in _MODELS.values():
+        if type(model) is info.model_cls:
+            return info.name
+    raise ValueError(f"{type(model).__name__} is not a registered model; register its builder with "
+                     "@register_model to save it as a run")
 
 
 def get_model(name: str, **cfg) -> nn.Module:
@@ -36,20 +124,17 @@ def get_model(name: str, **cfg) -> nn.Module:
         **cfg: fields of the model's config dataclass.
 
     Returns:
-        The model, with its config dataclass as ``model.config``.
+        The model, with its config dataclass as ``model.config`` and its name as
+        ``model.model_name``.
 
     Raises:
         ValueError: for an unknown name or an unknown config field.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
-    builder = _MODELS[name]
-    config_cls = typing.get_type_hints(builder)["config"]
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(cfg) - fields)
+    info = model_info(name)
+    unknown = sorted(set(cfg) - set(info.options()))
     if unknown:
-        raise ValueError(
-            f"model {name!r} has no option {', '.join(unknown)}; its options are "
-            f"{', '.join(sorted(fields))}"
-        )
-    return builder(config_cls(**cfg))
+        raise ValueError(f"model {name!r} has no option {', '.join(unknown)}; its options are "
+                         f"{', '.join(info.options())}")
+    model = info.builder(info.config_cls(**cfg))
+    model.model_name = name
+    return model

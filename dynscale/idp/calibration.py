@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .layers import check_width, incomplete_batchnorms, width
+from ..data import Dataset, load_dataset
+from ..evaluation import check_compatible
+from ..layers import calibrated_widths, check_width, incomplete_batchnorms, width
+from ..runs import load_run, write_run
+from ..train import TrainConfig, training_subset
 
 
 @torch.no_grad()
@@ -69,15 +73,14 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
     return widths
 
 
-def calibrated_widths(model: nn.Module) -> list[float]:
-    """The widths for which every batch-norm that ran has stored statistics."""
-    found: set[float] = set()
-    for bn in incomplete_batchnorms(model):
-        found.update(bn.calibrated_widths())
-    return sorted(found)
+def calibration_loader(data: Dataset, config: TrainConfig, batches: int = 20):
+    """Training batches for batch-norm calibration: the run's own training subset, in a fixed
+    order, at most ``batches`` batches of 256."""
+    subset = training_subset(data, config).limit(batches * 256, seed=config.seed)
+    return subset.loader("train", 256)
 
 
-def calibrate_run(run_dir: str, widths: list[float], data: str | None = None,
+def calibrate_run(run_dir: str | Path, widths: list[float], data: str | None = None,
                   batches: int = 20, progress: bool | None = None) -> list[float]:
     """Calibrates a run's batch-norm statistics at ``widths`` and saves them into the run.
 
@@ -91,18 +94,10 @@ def calibrate_run(run_dir: str, widths: list[float], data: str | None = None,
     Returns:
         All calibrated widths of the run after this call.
     """
-    from .checkpoint import load_run, save_run
-    from .data import load_dataset
-    from .training import TrainConfig, calibration_loader
-
     run = load_run(run_dir)
     dataset = load_dataset(data or run.data)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in run.config.get("training", {}).items() if k in known})
+    check_compatible(run.config.model_config, dataset, str(run_dir))
+    config = TrainConfig.from_dict(run.config.training)
     calibrate_bn(run.model, calibration_loader(dataset, config, batches), widths, progress=progress)
-    extra = {k: v for k, v in run.config.items()
-             if k not in ("format", "version", "model", "profile", "data", "training", "metrics",
-                          "calibrated_widths")}
-    save_run(run_dir, run.model, run.model_name, run.data, training=run.config.get("training"),
-             metrics=run.config.get("metrics"), extra=extra)
+    write_run(run_dir, run.model, run.config)
     return calibrated_widths(run.model)

@@ -1,11 +1,9 @@
 """Multiple profiles (SPEC §1): one network covering width ranges, each with its own profile.
 
 Every profile is a *member* network with its own first and last layer and its own batch-norm;
-the middle incomplete layers are shared by all members. Training is incremental: profile 1
-trains its range; profile i then trains its range while the weight block of every earlier
-profile (the first ``k_prev`` outputs × ``k_prev`` inputs of each shared layer) is frozen — its
-gradient masked and its values restored after each step, so earlier profiles' outputs stay
-bit-identical. At inference the profile is chosen from the requested width.
+the middle incomplete layers are shared by all members (``shared=False`` keeps the members
+wholly separate: an independently trained family). At inference the profile is chosen from the
+requested width. Training them incrementally is the ``multi-profile`` recipe (``dynscale.idp``).
 """
 
 from __future__ import annotations
@@ -16,10 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .data import Dataset
-from .layers import IncompleteLayer, WidthScaled, check_width
-from .models import get_model
-from .training import TrainConfig, train
+from ..layers import IncompleteLayer, WidthScaled, check_width
+from .registry import get_model
 
 
 def parse_profile_ranges(text: str) -> list[tuple[float, float]]:
@@ -78,6 +74,7 @@ class MultiProfileModel(WidthScaled):
         self.members = nn.ModuleList(members)
         self.ranges = [tuple(r) for r in ranges]
         self.config = members[0].config
+        self.model_name = getattr(members[0], "model_name", None)
         self.forced_profile: int | None = None
         self.shared = shared
         names = [n for n, m in members[0].named_modules() if isinstance(m, IncompleteLayer)]
@@ -133,57 +130,3 @@ def build_multi_profile(model_name: str, ranges: list[tuple[float, float]], shar
                         **cfg) -> MultiProfileModel:
     """Builds a registered model once per range; with ``shared`` the middle layers are shared."""
     return MultiProfileModel([get_model(model_name, **cfg) for _ in ranges], ranges, shared=shared)
-
-
-@contextlib.contextmanager
-def freeze_blocks(model: MultiProfileModel, index: int) -> Iterator:
-    """Masks the gradient of earlier profiles' weight blocks and yields a function that
-    restores their values (call it after every optimizer step: weight decay and momentum
-    would otherwise move them)."""
-    hooks, snapshots = [], []
-    for name, (k_out, k_in) in model.frozen_blocks(index).items():
-        layer = model.members[0].get_submodule(name)
-        grouped = getattr(layer, "groups", 1) > 1
-        block = (slice(0, k_out),) if grouped else (slice(0, k_out), slice(0, k_in))
-        mask = torch.ones_like(layer.weight)
-        mask[block] = 0
-        hooks.append(layer.weight.register_hook(lambda g, m=mask: g * m))
-        snapshots.append((layer.weight, block, layer.weight.detach()[block].clone()))
-        if layer.bias is not None:
-            bias_mask = torch.ones_like(layer.bias)
-            bias_mask[:k_out] = 0
-            hooks.append(layer.bias.register_hook(lambda g, m=bias_mask: g * m))
-            snapshots.append((layer.bias, (slice(0, k_out),), layer.bias.detach()[:k_out].clone()))
-
-    @torch.no_grad()
-    def restore() -> None:
-        for tensor, block, value in snapshots:
-            tensor[block] = value
-
-    try:
-        yield restore
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def train_multi_profile(model: MultiProfileModel, data: Dataset, config: TrainConfig,
-                        progress: bool | None = None) -> dict:
-    """Trains the profiles one after another, each on its own width range.
-
-    Returns:
-        Metrics: per-profile training metrics, and test accuracy at full width.
-    """
-    per_profile = []
-    for index, (low, high) in enumerate(model.ranges):
-        with freeze_blocks(model, index) as restore:
-            metrics = train(model.members[index], data, config, progress=progress,
-                            width_range=(low, high), step_hook=restore)
-        per_profile.append({"range": [low, high], **metrics})
-    model.eval()
-    return {
-        "profiles": per_profile,
-        "train_loss": per_profile[-1]["train_loss"],
-        "test_accuracy": per_profile[-1]["test_accuracy"],
-        "train_seconds": round(sum(p["train_seconds"] for p in per_profile), 3),
-    }

@@ -1,0 +1,124 @@
+"""Runtimes an operating point is timed on: eager PyTorch, and ONNX Runtime (what an edge
+deployment ships), with the same thread count and full graph optimisation."""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DynscaleError
+from .timing import RUNTIMES, Runner, check_runtime
+
+# Largest allowed difference between ONNX Runtime's and PyTorch's logits, relative to their scale.
+ONNX_TOLERANCE = 1e-4
+
+
+def parse_runtimes(text: str) -> list[str]:
+    """Parses ``"torch,onnxruntime"``.
+
+    Raises:
+        ValueError: for an empty list or an unknown runtime.
+    """
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"give at least one runtime, from {', '.join(RUNTIMES)}")
+    return [check_runtime(n) for n in dict.fromkeys(names)]
+
+
+def timing_copy(modules: object, channels_last: bool) -> object:
+    """The modules to time: themselves, or, for channels-last timing, a deep copy converted to
+    channels-last memory (the caller's modules keep their memory format). Sharing between the
+    given modules is kept in the copy."""
+    if not channels_last:
+        return modules
+    copied = copy.deepcopy(modules)
+    for module in _modules_in(copied):
+        module.to(memory_format=torch.channels_last)
+    return copied
+
+
+def _modules_in(value: object) -> list[nn.Module]:
+    if isinstance(value, nn.Module):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [m for v in value for m in _modules_in(v)]
+    return [m for v in vars(value).values() for m in _modules_in(v)] if hasattr(value, "__dict__") else []
+
+
+def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D batch in channels-last memory (other tensors unchanged)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def torch_runner(forward: Callable[[torch.Tensor], object], prepare: Callable[[], None] | None = None,
+                 channels_last: bool = False) -> Runner:
+    """A runner calling ``forward`` in eager PyTorch (gradients are off while timing)."""
+    return Runner(forward, prepare, channels_last_input if channels_last else None)
+
+
+def require_onnxruntime():
+    """Imports ONNX Runtime.
+
+    Raises:
+        DynscaleError: with the install command when it is missing.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DynscaleError("ONNX Runtime is not installed; install it with `pip install onnxruntime onnx` "
+                            "or choose --runtime torch") from None
+    return onnxruntime
+
+
+def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
+    """Serialises a plain network as ONNX with a dynamic batch dimension (input ``input``,
+    output ``logits``), with the TorchScript exporter (it needs no onnxscript)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def onnxruntime_session(model_bytes: bytes, threads: int = 1):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads, one inter-op thread and
+    every graph optimisation on."""
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def check_onnx_equal(session, model: nn.Module, example: torch.Tensor, what: str) -> None:
+    """Checks that ONNX Runtime computes what PyTorch does on ``example``.
+
+    Raises:
+        DynscaleError: naming the largest difference.
+    """
+    with torch.no_grad():
+        expected = model.eval()(example).numpy()
+    (got,) = session.run(None, {"input": example.numpy()})
+    scale = max(1.0, float(np.abs(expected).max()))
+    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not diff <= ONNX_TOLERANCE * scale:
+        raise DynscaleError(f"{what}: ONNX Runtime's outputs differ from PyTorch's by {diff:.3g}; "
+                            "this export cannot be timed, please report it")
+
+
+def onnxruntime_runner(model: nn.Module, example: torch.Tensor, threads: int = 1, what: str = "model") -> Runner:
+    """Exports a plain network to ONNX, checks ONNX Runtime's outputs against PyTorch's on
+    ``example`` (real test inputs), and returns a runner of the session."""
+    session = onnxruntime_session(onnx_bytes(model, example[:2]), threads)
+    check_onnx_equal(session, model, example, what)
+    return Runner(lambda batch: session.run(None, {"input": batch}), convert=lambda x: x.numpy())

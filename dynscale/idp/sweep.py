@@ -1,0 +1,191 @@
+"""The width knob: a width run's operating points at a list of widths, for the shared engine.
+
+Every width recipe (IDP, multiple profiles, universally slimmable, an independent family)
+yields the same kind of point: accuracy, MACs and parameters at a width, timed on PyTorch (the
+dynamic model, or its dense export) or ONNX Runtime (the dense export).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..cost import count_macs, count_parameters
+from ..data import Dataset, load_dataset
+from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
+from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
+from ..evaluation import accuracy, check_compatible
+from ..export import dense
+from ..layers import check_width, set_width, width, width_scaled
+from ..models.multiprofile import MultiProfileModel
+from ..runs import Run, load_run
+
+DEFAULT_WIDTHS = [0.1, 0.25, 0.5, 0.75, 1.0]
+# Test examples ONNX Runtime's outputs are checked on before a width is timed there.
+CHECK_EXAMPLES = 16
+
+
+def parse_widths(text: str) -> list[float]:
+    """Parses ``"0.1,0.25,1.0"`` into validated widths.
+
+    Raises:
+        ValueError: for an empty list, a non-number, or a width outside (0, 1].
+    """
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
+        raise ValueError("give at least one width, e.g. --widths 0.25,0.5,1.0")
+    return [check_width(p) for p in parts]
+
+
+@contextlib.contextmanager
+def at_width(model: nn.Module, p: float, profile: int | None = None) -> Iterator[nn.Module]:
+    """The model at width ``p`` (and, for multiple profiles, forced to ``profile``)."""
+    with width(model, p), (model.use_profile(profile) if profile is not None else contextlib.nullcontext()):
+        yield model
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Restores the model's widths, forced profile and training flags afterwards."""
+    widths = [(m, m.in_width, m.out_width) for m in width_scaled(model)]
+    forced = getattr(model, "forced_profile", None)
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, w_in, w_out in widths:
+            m.in_width, m.out_width = w_in, w_out
+        if isinstance(model, MultiProfileModel):
+            model.forced_profile = forced
+        for m, training in flags:
+            m.training = training
+
+
+def width_candidates(model: nn.Module, widths: list[float], test_x: torch.Tensor, method: str = "idp",
+                     profile: int | None = None, timing: TimingConfig | None = None) -> list[Candidate]:
+    """One candidate per width of a width-scalable model.
+
+    Args:
+        model: the model (left as it was: widths are set inside each measurement).
+        widths: the widths.
+        test_x: test inputs; the first ones check ONNX Runtime's outputs before timing.
+        method: the method's name on the points.
+        profile: force this profile of a multiple-profile model.
+        timing: the timing settings (channels-last and thread count), if timing.
+    """
+    timed: list[nn.Module] = []  # the module the torch runtime times, made once
+
+    def timed_module() -> nn.Module:
+        if not timed:
+            timed.append(timing_copy(model, bool(timing and timing.channels_last)))
+        return timed[0]
+
+    def plain(p: float) -> nn.Module:
+        member = model.members[profile] if profile is not None else model
+        return dense(member, p)
+
+    def candidate(p: float) -> Candidate:
+        def measure(x: torch.Tensor, y: torch.Tensor) -> Measurement:
+            with at_width(model, p, profile):
+                extra = {"bytes_sent": model.bytes_sent(x[:1])} if hasattr(model, "bytes_sent") else {}
+                return Measurement(accuracy(model, x, y), count_macs(model, x[:1]), count_parameters(model, x[:1]),
+                                   extra=extra)
+
+        def runner(runtime: str) -> Runner:
+            channels_last = bool(timing and timing.channels_last)
+            if runtime == "torch":
+                module = timed_module()
+
+                def prepare() -> None:
+                    set_width(module.eval(), p)
+                    if profile is not None:
+                        module.forced_profile = profile
+                return torch_runner(module, prepare, channels_last)
+            if runtime == "torch-dense":
+                return torch_runner(timing_copy(plain(p), channels_last), channels_last=channels_last)
+            return onnxruntime_runner(plain(p), test_x[:CHECK_EXAMPLES], timing.threads if timing else 1,
+                                      f"width {p:g}")
+
+        return Candidate(method, {"width": p}, f"{p:g}", measure, runner)
+
+    return [candidate(check_width(p)) for p in widths]
+
+
+def run_label(run: Run) -> str:
+    """A run's label: its directory name, plus its model and profile unless the name says them."""
+    name = run.path.name
+    profile = run.profile if isinstance(run.profile, str) else "custom"
+    missing = [part for part in (run.model_name, profile) if part and part not in name]
+    return f"{name} ({', '.join(missing)})" if missing else name
+
+
+def sweep_model(model: nn.Module, data: Dataset, widths: list[float], timing: TimingConfig | None = None,
+                label: str = "model", method: str = "idp", run: str | None = None,
+                progress: bool | None = None) -> list[Curve]:
+    """Evaluates a width-scalable model on the test split of ``data`` at each width.
+
+    A shared multiple-profile model gives one curve per profile (at the widths up to its
+    range's top) and their envelope (the best profile at each width).
+
+    Returns:
+        The curves; MAC and time ratios are relative to width 1.0.
+    """
+    widths = [check_width(w) for w in widths]
+    test = (data.test_x, data.test_y)
+    with preserved(model):
+        if isinstance(model, MultiProfileModel) and model.shared:
+            curves = []
+            for i, (low, high) in enumerate(model.ranges):
+                inside = [w for w in widths if w <= high + 1e-9]
+                name = f"profile {i + 1} ({low:g}-{high:g})"
+                curves.append((CurveSpec(f"{label} [{name}]", run, data.name, name),
+                               width_candidates(model, inside, data.test_x, method, i, timing)))
+            last = curves[-1][1]
+            reference = next((c for c in last if c.knobs["width"] == 1.0), None) \
+                or width_candidates(model, [1.0], data.test_x, method, len(model.ranges) - 1, timing)[0]
+            result = evaluate(curves, reference, test, timing, progress)
+            return result + [envelope(result, widths, label, run, data.name)]
+        candidates = width_candidates(model, widths, data.test_x, method, None, timing)
+        reference = next((c for c in candidates if c.knobs["width"] == 1.0), None) \
+            or width_candidates(model, [1.0], data.test_x, method, None, timing)[0]
+        return evaluate([(CurveSpec(label, run, data.name), candidates)], reference, test, timing, progress)
+
+
+def envelope(curves: list[Curve], widths: list[float], label: str, run: str | None, data: str) -> Curve:
+    """The best point of any curve at each width."""
+    points = []
+    for w in widths:
+        candidates = [p for c in curves for p in c.points if p.knobs["width"] == w]
+        if candidates:
+            points.append(dataclasses.replace(max(candidates, key=lambda p: p.accuracy)))
+    return Curve(f"{label} [envelope]", points, run, data, "envelope")
+
+
+def sweep_runs(run_dirs: list[str | Path], widths: list[float], data: str | Dataset | None = None,
+               timing: TimingConfig | None = None, progress: bool | None = None) -> list[Curve]:
+    """Loads and sweeps each run directory (each on its own dataset unless ``data``, a name or
+    a loaded dataset, is given).
+
+    Raises:
+        DynscaleError: if a run does not fit the dataset, or is not a width run.
+    """
+    datasets: dict[str, Dataset] = {data.name: data} if isinstance(data, Dataset) else {}
+    curves = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        if run.kind != "width":
+            raise ValueError(f"{run_dir} is a {run.kind} run; sweep it with its own command "
+                             f"({'`dynscale adaptive sweep`' if run.kind == 'early-exit' else 'see dynscale --help'})")
+        name = data.name if isinstance(data, Dataset) else data or run.data
+        if name not in datasets:
+            datasets[name] = load_dataset(name)
+        check_compatible(run.config.model_config, datasets[name], str(run_dir))
+        method = run.config.recipe.get("name", "idp")
+        curves += sweep_model(run.model, datasets[name], widths, timing, run_label(run), method, str(run_dir),
+                              progress)
+    return curves

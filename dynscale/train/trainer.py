@@ -1,0 +1,197 @@
+"""The one training loop. A :class:`Trainer` owns the model, optimizer, schedule, random
+generators, epoch and step; a :class:`~dynscale.train.recipe.Recipe` supplies each step's
+losses. ``state_dict()`` / ``load_state_dict()`` capture everything needed to resume exactly."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import Dataset
+from ..errors import TrainingDiverged
+from .config import TrainConfig, make_optimizer, make_schedule, training_subset
+from .recipe import Recipe
+
+
+class _Paused(Exception):
+    """Raised inside the loop when ``fit(max_steps=...)`` has used its steps."""
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with a recipe.
+
+    Args:
+        model: the model (or the members' container, for recipes of several phases).
+        data: the dataset; its train split (minus the held-out and beyond the limit) is used.
+        config: shared settings; the trainer keeps its own copy and never changes the caller's.
+        recipe: what each step computes.
+        progress: show a per-step progress bar with the loss and examples per second; None
+            shows it only on a terminal.
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig, recipe: Recipe,
+                 progress: bool | None = None) -> None:
+        self.model = model
+        self.data = data
+        self.config = copy.deepcopy(config)
+        self.recipe = recipe
+        self.progress = progress
+        self.subset = training_subset(data, self.config)
+        self.phase_names = recipe.phases(model)
+        self.history: list[dict] = []  # metrics of the finished phases
+        self.seconds = 0.0
+        self._budget: int | None = None
+        self._start_phase(0)
+
+    def _start_phase(self, phase: int) -> None:
+        # Every phase starts afresh from the seed, as separately trained networks would.
+        self.phase = phase
+        self.epoch = 0
+        self.epoch_step = 0  # batches done in the current epoch
+        self.step = 0  # optimizer steps done in the current phase
+        self.epoch_loss = [0.0, 0]  # (sum of loss × examples, examples) in the current epoch
+        self.last_loss: float | None = None  # the last finished epoch's mean loss
+        self.data_rng = torch.Generator().manual_seed(self.config.seed)
+        self.recipe_rng = torch.Generator().manual_seed(self.config.seed + 1)
+        self.loader = self.subset.loader("train", self.config.batch_size, shuffle=True, generator=self.data_rng)
+        self.module = self.recipe.trainable(self.model, phase)
+        self.optimizer = make_optimizer(self.recipe.parameters(self.model, phase), self.config)
+        self.schedule = make_schedule(self.optimizer, self.config, self.config.epochs * len(self.loader))
+        self._epoch_rng = self.data_rng.get_state()  # the order of the current epoch derives from it
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def fit(self, max_steps: int | None = None) -> dict | None:
+        """Trains every remaining phase to the end.
+
+        Args:
+            max_steps: stop after this many more optimizer steps (to checkpoint or test a
+                resume); training continues where it stopped with the next ``fit``.
+
+        Returns:
+            Metrics: the recipe's (test accuracy by default), the last epoch's mean training
+            loss and the seconds taken; with several phases, also each phase's under ``phases``.
+            None if ``max_steps`` stopped it before the end.
+
+        Raises:
+            TrainingDiverged: if a loss becomes NaN or infinite.
+        """
+        self._budget = max_steps
+        while self.phase < len(self.phase_names):
+            try:
+                self._run_phase()
+            except _Paused:
+                return None
+            if self.phase + 1 < len(self.phase_names):
+                self._start_phase(self.phase + 1)
+            else:
+                self.phase += 1
+        self.model.eval()
+        last = self.history[-1]
+        metrics = {k: v for k, v in last.items() if k != "phase"}
+        metrics["train_seconds"] = round(sum(h["train_seconds"] for h in self.history), 3)
+        if len(self.history) > 1:
+            metrics["phases"] = self.history
+        return metrics
+
+    def _run_phase(self) -> None:
+        phase, epochs = self.phase, self.config.epochs
+        start = time.perf_counter()
+        after_step = [m for m in self.module.modules() if hasattr(m, "after_step")]
+        name = self.phase_names[phase]
+        bar = tqdm(total=epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch + self.epoch_step,
+                   desc=name, unit="step", disable=None if self.progress is None else not self.progress)
+        self.recipe.begin(self.model, phase)
+        try:
+            while self.epoch < epochs:
+                self.recipe.train_mode(self.model, phase)
+                self.data_rng.set_state(self._epoch_rng)
+                batches = iter(self.loader)
+                for _ in range(self.epoch_step):  # resuming mid-epoch: skip the batches done
+                    next(batches)
+                tick, seen = time.perf_counter(), 0
+                for x, y in batches:  # (B, C, H, W), (B,)
+                    if self._budget is not None:
+                        if self._budget <= 0:
+                            raise _Paused
+                        self._budget -= 1
+                    loss = self._step(x, y, after_step)
+                    self.epoch_loss[0] += loss * len(y)
+                    self.epoch_loss[1] += len(y)
+                    seen += len(y)
+                    bar.update()
+                    if bar.n % 10 == 0 or self.epoch_step == self.steps_per_epoch:
+                        rate = seen / max(1e-9, time.perf_counter() - tick)
+                        bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}", ex_s=f"{rate:.0f}", refresh=False)
+                self.last_loss = self.epoch_loss[0] / max(1, self.epoch_loss[1])
+                self.epoch += 1
+                self.epoch_step = 0
+                self.epoch_loss = [0.0, 0]
+                self._epoch_rng = self.data_rng.get_state()
+        finally:
+            bar.close()
+            self.recipe.end(self.model, phase)
+        self.model.eval()
+        metrics = self.recipe.evaluate(self.model, self.data, phase)
+        self.seconds += time.perf_counter() - start
+        self.history.append({"phase": name, "train_loss": self.last_loss, **metrics,
+                             "train_seconds": round(time.perf_counter() - start, 3)})
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, after_step: list[nn.Module]) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for loss in self.recipe.losses(self.module, x, y, self.recipe_rng, self.phase):
+            value = loss.item()
+            if value != value or value in (float("inf"), float("-inf")):
+                raise TrainingDiverged(
+                    f"the training loss became {value} at epoch {self.epoch + 1}, step {self.epoch_step + 1} "
+                    f"({self.phase_names[self.phase]}); lower the learning rate (--lr, now {self.config.lr:g})")
+            loss.backward()
+            total += value
+        self.optimizer.step()
+        self.schedule.step()
+        for module in after_step:  # e.g. binary layers clip their weights
+            module.after_step()
+        self.recipe.after_step(self.model, self.phase)
+        self.step += 1
+        self.epoch_step += 1
+        return total
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: model, optimizer, schedule, random generators, phase,
+        epoch and step, the running epoch loss and the finished phases' metrics."""
+        return {"phase": self.phase, "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
+                "epoch_loss": list(self.epoch_loss), "last_loss": self.last_loss, "seconds": self.seconds,
+                "history": copy.deepcopy(self.history),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "data_rng": self._epoch_rng.clone(),
+                "recipe_rng": self.recipe_rng.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores :meth:`state_dict`'s output (of a trainer with the same model, data, config
+        and recipe)."""
+        if state["phase"] != self.phase:
+            self._start_phase(state["phase"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch, self.epoch_step, self.step = state["epoch"], state["epoch_step"], state["step"]
+        self.epoch_loss = list(state["epoch_loss"])
+        self.last_loss = state["last_loss"]
+        self.seconds = state["seconds"]
+        self.history = copy.deepcopy(state["history"])
+        self._epoch_rng = state["data_rng"].clone()
+        self.recipe_rng.set_state(state["recipe_rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def train(model: nn.Module, data: Dataset, config: TrainConfig, recipe: Recipe,
+          progress: bool | None = None) -> dict:
+    """Trains ``model`` with ``recipe`` (see :class:`Trainer`) and returns the final metrics."""
+    return Trainer(model, data, config, recipe, progress).fit()

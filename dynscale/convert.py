@@ -4,6 +4,12 @@ Convolutions and linear layers become incomplete layers, batch-norm becomes widt
 batch-norm; activations, pooling, dropout, flatten and containers pass through. Residual
 additions keep working because every layer keeps the same prefix of a channel count at a given
 width: both branches of an addition of C channels produce the first ``ceil(p·C)`` channels.
+
+Anything that would break that prefix rule is refused, by name: the model is traced with
+``torch.fx`` and every operation on the channel dimension between the first and the last
+converted layer that the rule does not cover (concatenation, split and chunk, normalisation,
+softmax or reductions over channels) is an error, as is a subclass of a converted layer type
+that overrides ``forward``.
 """
 
 from __future__ import annotations
@@ -40,7 +46,14 @@ def _reject(name: str, module: nn.Module, why: str) -> ValueError:
     return ValueError(f"cannot convert module {name or '<root>'!r} ({type(module).__name__}): {why}")
 
 
+CONVERTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
 def _check(name: str, module: nn.Module) -> None:
+    for base in CONVERTED:
+        if isinstance(module, base) and type(module).forward is not base.forward:
+            raise _reject(name, module, f"it subclasses {base.__name__} but overrides forward, which converting "
+                                        "it would lose")
     for cls, why in WHY_NOT.items():
         if isinstance(module, cls):
             raise _reject(name, module, why)
@@ -56,6 +69,82 @@ def _check(name: str, module: nn.Module) -> None:
     if own:
         raise _reject(name, module, f"it holds its own tensors ({', '.join(n for n, _ in own)}) "
                                     "whose meaning per channel is unknown; convert its parts instead")
+
+
+F = torch.nn.functional
+# Operations and where their dimension argument is (index in the call's arguments, the tensor or
+# tensors first; keyword; default when absent).
+CONCATENATION = {torch.cat: (1, "dim", 0), torch.concat: (1, "dim", 0), torch.stack: (1, "dim", 0),
+                 torch.split: (2, "dim", 0), torch.chunk: (2, "dim", 0), torch.tensor_split: (2, "dim", 0),
+                 torch.unbind: (1, "dim", 0), "split": (2, "dim", 0), "chunk": (2, "dim", 0),
+                 "tensor_split": (2, "dim", 0), "unbind": (1, "dim", 0)}
+OVER_A_DIMENSION = {F.softmax: (1, "dim", None), F.log_softmax: (1, "dim", None), torch.softmax: (1, "dim", None),
+                    torch.log_softmax: (1, "dim", None), F.normalize: (2, "dim", 1), "softmax": (1, "dim", None),
+                    "log_softmax": (1, "dim", None), torch.mean: (1, "dim", None), torch.sum: (1, "dim", None),
+                    torch.amax: (1, "dim", None), torch.std: (1, "dim", None), torch.var: (1, "dim", None),
+                    "mean": (1, "dim", None), "sum": (1, "dim", None), "amax": (1, "dim", None),
+                    "max": (1, "dim", None), "min": (1, "dim", None), "norm": (2, "dim", None),
+                    "std": (1, "dim", None), "var": (1, "dim", None)}
+ALWAYS = {F.layer_norm: "layer normalisation", F.group_norm: "group normalisation",
+          F.instance_norm: "instance normalisation", F.local_response_norm: "local response normalisation",
+          F.batch_norm: "functional batch-norm with its own per-channel tensors"}
+WHAT = {"cat": "concatenation", "concat": "concatenation", "stack": "stacking", "split": "split", "chunk": "chunk",
+        "tensor_split": "split", "unbind": "unbind", "normalize": "normalisation"}
+
+
+def _dimension(node, where: tuple[int, str, int | None]):
+    position, keyword, default = where
+    if keyword in node.kwargs:
+        return node.kwargs[keyword]
+    return node.args[position] if len(node.args) > position else default
+
+
+def _touches_channels(dim) -> bool:
+    # Channels are dimension 1 (N, C, ...); a negative or missing dimension may be them too.
+    dims = dim if isinstance(dim, (tuple, list)) else [dim]
+    return any(d is None or (isinstance(d, int) and (d == 1 or d < 0)) for d in dims)
+
+
+def _check_channel_operations(model: nn.Module, first: str, last: str) -> None:
+    """Traces the model and refuses channel operations between the first and last layer."""
+    import torch.fx
+
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as e:  # tracing fails with many error types
+        raise ValueError(f"cannot convert: torch.fx cannot trace the model ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}), so dynscale cannot check its operations on "
+                         "channels; give it a forward without data-dependent control flow") from None
+    nodes = list(graph.nodes)
+    starts = [n for n in nodes if n.op == "call_module" and n.target == first]
+    ends = [n for n in nodes if n.op == "call_module" and n.target == last]
+    after, frontier = set(), list(starts)
+    while frontier:  # everything computed from the first layer's output
+        for user in frontier.pop().users:
+            if user not in after:
+                after.add(user)
+                frontier.append(user)
+    before, frontier = set(), list(ends)
+    while frontier:  # everything the last layer's input is computed from
+        for source in frontier.pop().all_input_nodes:
+            if source not in before:
+                before.add(source)
+                frontier.append(source)
+    for node in nodes:
+        if node not in after or node not in before or node.op not in ("call_function", "call_method"):
+            continue
+        key = node.target  # a function, or a method's name
+        name = key if isinstance(key, str) else getattr(key, "__name__", str(key))
+        if key in ALWAYS:
+            why = ALWAYS[key]
+        elif key in CONCATENATION and _dimension(node, CONCATENATION[key]) != 0:
+            why = f"{WHAT.get(name, name)} along dimension {_dimension(node, CONCATENATION[key])}"
+        elif key in OVER_A_DIMENSION and _touches_channels(_dimension(node, OVER_A_DIMENSION[key])):
+            why = f"{WHAT.get(name, name)} over dimension {_dimension(node, OVER_A_DIMENSION[key])}"
+        else:
+            continue
+        raise ValueError(f"cannot convert: operation {node.name!r} ({name}) is {why}, which mixes or splits the "
+                         "channels that a width cuts as a prefix; dynscale does not convert such models yet")
 
 
 def _incomplete_conv(conv: nn.Conv2d, profile: ProfileSpec, cut_in: bool, cut_out: bool) -> IncompleteConv2d:
@@ -120,6 +209,7 @@ def convert(model: nn.Module, profile: ProfileSpec = "linear",
         if name not in layers:
             raise ValueError(f"keep names {name!r}, which is not a Conv2d or Linear of the model; "
                              f"its layers are {', '.join(layers[:8])}{'…' if len(layers) > 8 else ''}")
+    _check_channel_operations(model, first, last)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Conv2d):
             new = _incomplete_conv(module, None if name == first else profile, name != first, name != last)

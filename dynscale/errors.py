@@ -15,3 +15,7 @@ class CheckpointError(DynscaleError):
 
 class TrainingDiverged(DynscaleError):
     """A loss or a weight became NaN or infinite during training."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving its state (resume with ``--resume``)."""

@@ -17,7 +17,17 @@ from .layers import IncompleteConv2d, IncompleteLinear, Sign, WidthScaled, check
 from .layers.batchnorm import _IncompleteBatchNorm
 from .models.common import input_shape
 from .models.multiprofile import MultiProfileModel
-from .runs import ModelSpec, RunConfig, RunKind, load_run, register_kind, save_run
+from .runs import (
+    ModelSpec,
+    RunConfig,
+    RunKind,
+    check_file_output,
+    check_output,
+    is_run_directory,
+    load_run,
+    register_kind,
+    save_run,
+)
 
 EXPORT_FORMATS = ("onnx", "safetensors")
 
@@ -112,19 +122,43 @@ def default_export_path(run_dir: str | Path, width: float, fmt: str) -> Path:
     return run_dir.parent / f"{run_dir.name}-w{width:g}{'.onnx' if fmt == 'onnx' else ''}"
 
 
-def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | Path | None = None) -> Path:
+def check_export_output(out: str | Path, fmt: str, force: bool = False) -> Path:
+    """Checks an export's destination before any work: never a run directory or inside one;
+    an existing export is replaced only with ``force``.
+
+    Raises:
+        DynscaleError: naming what to do.
+    """
+    out = Path(out)
+    if fmt == "onnx":
+        return check_file_output(out, "--out", force)
+    if is_run_directory(out) and RunConfig.read(out).kind != "dense":
+        raise DynscaleError(f"--out {out} is a run directory; an export never writes into a run, choose another "
+                            "--out")
+    return check_output(out, force)
+
+
+def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | Path | None = None,
+               force: bool = False) -> Path:
     """Exports a run at ``width`` as ONNX (a ``.onnx`` file) or safetensors (a run directory of
-    kind ``dense``, loaded by :func:`load_dense`).
+    kind ``dense``, loaded by :func:`load_dense`), beside the run unless ``out`` says otherwise.
 
     Returns:
         The written path.
+
+    Raises:
+        DynscaleError: before any work, if ``out`` is or lies in a run directory, or exists
+            (without ``force``).
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose {' or '.join(EXPORT_FORMATS)}")
     width = check_width(width)
+    out = check_export_output(out if out else default_export_path(run_dir, width, fmt), fmt, force)
     run = load_run(run_dir)
+    if run.kind != "width":
+        raise DynscaleError(f"{run_dir} is a {run.kind} run; export exports a width of a run trained with "
+                            "`dynscale train`")
     model = dense(run.model, width)
-    out = Path(out) if out else default_export_path(run_dir, width, fmt)
     if fmt == "onnx":
         return export_onnx(model, out)
     return save_run(out, model, run.data, kind="dense", provenance={"source_run": str(run.path)})

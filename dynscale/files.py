@@ -3,6 +3,7 @@ strict JSON (a NaN is an error, never a result)."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -36,9 +37,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def atomic_directory(directory: str | Path, fill: Callable[[Path], object]) -> Path:
     """Writes a whole directory: ``fill(tmp_dir)`` writes into a temporary sibling, which then
-    replaces ``directory`` (and everything an earlier version held) by renaming.
+    replaces ``directory`` (and everything an earlier version held). The replacement is one
+    atomic exchange where the system has it, so a crash leaves either version whole.
 
     Returns:
         ``directory``.
@@ -50,6 +64,8 @@ def atomic_directory(directory: str | Path, fill: Callable[[Path], object]) -> P
     try:
         fill(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
+        if directory.exists() and _exchange(tmp, directory):
+            return directory  # tmp now holds the earlier version, removed below
         if directory.exists():
             old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
             os.replace(directory, old / "previous")

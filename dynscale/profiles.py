@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Union
 
+import numpy as np
 import torch
 
 ProfileSpec = Union[str, Sequence[float], Callable[[int], Sequence[float]], None]
@@ -118,6 +119,13 @@ def make_profile(spec: ProfileSpec, n: int) -> torch.Tensor:
         validate_profile(given)
         values = given if len(given) == n else _steps(given, n)
     validate_profile(values)
+    with np.errstate(over="ignore"):
+        single = np.asarray(values, dtype=np.float64).astype(np.float32)  # what the buffer will hold
+    bad = np.flatnonzero(~np.isfinite(single) | (single <= 0))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"profile coefficient {i + 1} is {values[i]}, which float32 cannot hold above 0; give "
+                         "coefficients between 1e-30 and 1e30")
     return torch.tensor(values, dtype=torch.float32)
 
 

@@ -7,21 +7,22 @@ unchanged), each experiment is swept into ``OUT/NAME.json``, ``.md`` and ``.png`
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from .data import Dataset, load_dataset
-from .errors import CheckpointError
+from .errors import CheckpointError, DynscaleError
 from .eval import format_table, write_report
-from .files import atomic_write, write_json
+from .files import atomic_write, dumps_json, write_json
 from .idp import IDP, MultiProfile, sweep_runs, train_run
 from .layers import incomplete_batchnorms
 from .models import get_model, parse_profile_ranges
-from .runs import RunConfig
+from .runs import RunConfig, check_directory
 from .slimmable import Independent, Sandwich
-from .train import Recipe, TrainConfig
+from .train import Recipe, TrainConfig, state_directory
 
 PAPERS = ("idp",)
 MODEL_OPTIONS = ("width_mult",)
@@ -60,15 +61,15 @@ def has_batchnorm(model_name: str, options: dict) -> bool:
     return bool(incomplete_batchnorms(get_model(model_name, **options)))
 
 
-def _same_run(run_dir: Path, expected: dict) -> bool:
+def _recorded(run_dir: Path) -> dict | None:
     try:
-        return RunConfig.read(run_dir).provenance.get("reproduce") == expected
+        return RunConfig.read(run_dir).provenance.get("reproduce")
     except CheckpointError:
-        return False
+        return None
 
 
 def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress: bool | None = None,
-              only: list[str] | None = None) -> dict:
+              only: list[str] | None = None, force: bool = False) -> dict:
     """Trains and sweeps a paper's experiments.
 
     Args:
@@ -77,6 +78,9 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
         quick: the few-minute settings instead of the full ones.
         progress: show progress bars; None shows them only on a terminal.
         only: run only these experiments.
+        force: retrain a run of ``out`` that was trained with other settings or data (without
+            it, such a run is an error, not silently replaced); an unfinished training with the
+            same settings is resumed.
 
     Returns:
         ``{experiment: {"title", "runs", "json", "png", "markdown"}}``.
@@ -91,6 +95,7 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
         if unknown:
             raise ValueError(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(experiments)}")
         experiments = {k: v for k, v in experiments.items() if k in only}
+    check_directory(out)
     data = load_dataset(plan["data"])
     test_limit = plan["settings"][mode].get("test_limit")
     if test_limit:
@@ -103,13 +108,19 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
         record = {"paper": paper, "mode": mode, "data": plan["data"], "spec": spec, "training": config.to_dict(),
                   "recipe": recipe.to_dict(), "options": options}
         run_dir = out / "runs" / name
-        if _same_run(run_dir, record):
+        recorded = _recorded(run_dir)
+        if recorded == json.loads(dumps_json(record)):
             print(f"[reproduce] {name}: reusing {run_dir}")
             continue
-        print(f"[reproduce] training {name} ({spec['model']}, {mode})", flush=True)
+        if recorded is not None and not force:
+            changed = [k for k in record if recorded.get(k) != json.loads(dumps_json(record[k]))]
+            raise DynscaleError(f"{run_dir} was trained with other settings ({', '.join(changed) or 'unknown'} "
+                                "differ); pass --force to retrain it, or choose another --out")
+        resume = (state_directory(run_dir) / "state.json").is_file() and not force
+        print(f"[reproduce] {'resuming' if resume else 'training'} {name} ({spec['model']}, {mode})", flush=True)
         calibrate = widths if has_batchnorm(spec["model"], options) else None
         train_run(run_dir, spec["model"], data, config, recipe, options, progress=progress, calibrate=calibrate,
-                  provenance={"reproduce": record})
+                  provenance={"reproduce": record}, force=force, resume=resume)
     summary, sections = {}, [f"# {paper} reproduction ({mode})\n"]
     for key, exp in experiments.items():
         curves = sweep_runs([str(out / "runs" / r) for r in exp["runs"]], widths, data=data, progress=progress)

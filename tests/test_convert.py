@@ -168,3 +168,117 @@ def test_unconvertible_modules_are_named_with_a_reason(model, match):
 def test_bad_keep_name():
     with pytest.raises(ValueError, match="keep names 'head'"):
         convert(TinyResNet(), keep=(None, "head"))
+
+
+class Channels(nn.Module):
+    """conv → an operation on the channels → conv → pool → linear; `op` picks the operation."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.a = nn.Conv2d(1, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(16 if op in ("cat", "cat-method") else 4 if op in ("split", "chunk") else 8, 8, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.a(x)
+        y = self.b(x)
+        if self.op == "cat":
+            x = torch.cat([x, y], dim=1)  # DenseNet, Inception, SqueezeNet
+        elif self.op == "cat-method":
+            x = torch.cat((x, y), 1)
+        elif self.op == "split":
+            x = torch.split(y, 4, dim=1)[0]  # ShuffleNet
+        elif self.op == "chunk":
+            x = y.chunk(2, dim=1)[1]
+        elif self.op == "normalize":
+            x = F.normalize(y)  # over channels by default
+        elif self.op == "softmax":
+            x = y.softmax(dim=1)
+        elif self.op == "layer_norm":
+            x = F.layer_norm(y, y.shape[1:])
+        elif self.op == "channel-mean":
+            x = y * y.mean(dim=1, keepdim=True)  # CBAM-style channel pooling
+        elif self.op == "batch-cat":
+            x = torch.cat([y[:1], y[1:]], dim=0)  # along the batch: fine
+        elif self.op == "spatial-mean":
+            x = y - y.mean(dim=(2, 3), keepdim=True)  # per channel: fine
+        x = self.c(x)
+        out = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return out.softmax(dim=1)  # over the classes, after the last layer: fine
+
+
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("op, match", [
+    ("cat", "'cat'.*concatenation along dimension 1"),
+    ("cat-method", "concatenation along dimension 1"),
+    ("split", "split along dimension 1"),
+    ("chunk", "chunk along dimension 1"),
+    ("normalize", "normalisation over dimension 1"),
+    ("softmax", "softmax over dimension 1"),
+    ("layer_norm", "layer normalisation"),
+    ("channel-mean", "mean over dimension 1"),
+])
+def test_operations_on_channels_are_refused_by_node(op, match):
+    with pytest.raises(ValueError, match=f"cannot convert: operation .*{match}"):
+        convert(Channels(op))
+
+
+@pytest.mark.parametrize("op", ["batch-cat", "spatial-mean", "none"])
+def test_operations_that_keep_the_channel_prefix_convert_exactly(op):
+    torch.manual_seed(0)
+    net = Channels(op).eval()
+    inc = convert(net, profile="linear").eval()
+    x = torch.randn(3, 1, 6, 6)
+    torch.testing.assert_close(inc(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """As in timm: batch-norm and an activation in one layer."""
+
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class Conv2dSame(nn.Conv2d):
+    """As in timm: TensorFlow-style 'same' padding in forward."""
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (1, 1, 1, 1)))
+
+
+class PlainSubclass(nn.Conv2d):
+    """A subclass that keeps Conv2d's forward: converts like a Conv2d."""
+
+
+@pytest.mark.parametrize("layer, match", [
+    (BatchNormAct2d(4), "subclasses BatchNorm2d but overrides forward"),
+    (Conv2dSame(4, 4, 3), "subclasses Conv2d but overrides forward"),
+])
+def test_subclasses_that_override_forward_are_refused(layer, match):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), layer, nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=f"'1' \\({type(layer).__name__}\\): it {match}"):
+        convert(net)
+    ok = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), PlainSubclass(4, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1),
+                       nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(2, 1, 5, 5)
+    torch.testing.assert_close(convert(ok).eval()(x), ok(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_fx_cannot_trace_is_refused():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                x = x * 2
+            return self.b(self.a(x))
+
+    with pytest.raises(ValueError, match="torch.fx cannot trace the model"):
+        convert(Branchy())

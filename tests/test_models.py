@@ -39,7 +39,7 @@ def test_mlp_macs_equal_the_analytic_count_at_every_width():
 def test_mlp_hidden_sizes_and_input_size_are_configurable():
     model = get_model("mlp", in_channels=3, input_size=4, hidden=[20, 10, 5], num_classes=7)
     assert model(torch.randn(2, 3, 4, 4)).shape == (2, 7)
-    with pytest.raises(ValueError, match="at least one hidden layer"):
+    with pytest.raises(ValueError, match="option hidden takes a non-empty list"):
         get_model("mlp", hidden=[])
 
 
@@ -48,7 +48,7 @@ def test_conv_models_scale_channels_and_reject_bad_width_mult(name):
     half = get_model(name, width_mult=0.5)
     full = get_model(name)
     assert sum(p.numel() for p in half.parameters()) < 0.3 * sum(p.numel() for p in full.parameters())
-    with pytest.raises(ValueError, match="width_mult must be > 0"):
+    with pytest.raises(ValueError, match="option width_mult takes a number > 0"):
         get_model(name, width_mult=0)
 
 

@@ -50,16 +50,16 @@ def test_run_directories_of_the_previous_release_still_load(name):
     with torch.no_grad():
         if run.kind == "early-exit":
             for i, out in enumerate(run.model(x)):
-                assert torch.equal(out, expected[f"{name}@{i}"])
+                torch.testing.assert_close(out, expected[f"{name}@{i}"], rtol=1e-5, atol=1e-6)
             assert run.config.section["exits"] == ["layer1"] and run.config.holdout == 30
             assert run.config.recipe["name"] == "early-exit"
         elif name == "custom-profile":
             assert run.config.profile == "custom"
             assert run.model.layers[2].profile[1].item() == pytest.approx(0.25)
         else:
-            for w in (0.5, 1.0):
+            for w in (0.5, 1.0):  # (not bit-equal: convolutions sum in another order on other thread counts)
                 with dynscale.width(run.model, w):
-                    assert torch.equal(run.model(x), expected[f"{name}@{w}"]), w
+                    torch.testing.assert_close(run.model(x), expected[f"{name}@{w}"], rtol=1e-5, atol=1e-6)
     migrated = {"width-mlp": "idp", "multi-profile": "multi-profile", "independent": "independent", "us-vgg": "us",
                 "random-vgg": "idp"}
     if name in migrated:

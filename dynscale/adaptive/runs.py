@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,8 +13,16 @@ from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, DynscaleError
 from ..evaluation import check_compatible
 from ..models import get_model
-from ..runs import ModelSpec, RunConfig, RunKind, load_run, register_kind, save_run
-from ..train import TrainConfig, Trainer, seed_everything, sized_for
+from ..runs import ModelSpec, RunConfig, RunKind, check_output, load_run, register_kind, save_run
+from ..train import (
+    TrainConfig,
+    Trainer,
+    fit_resumable,
+    prepare_state,
+    seed_everything,
+    sized_for,
+    state_directory,
+)
 from .cascade import Cascade
 from .exits import EarlyExitNet
 from .recipes import EarlyExits, FrozenExits, parse_exit_weights
@@ -27,8 +36,10 @@ def default_holdout(data: Dataset) -> int:
 def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, config: TrainConfig,
                          exits: Sequence[str], exit_weights: Sequence[float] | None = None,
                          model_options: dict | None = None, backbone_run: str | Path | None = None,
-                         progress: bool | None = None) -> Path:
-    """Builds a backbone with exits, trains it, and writes a run directory.
+                         progress: bool | None = None, force: bool = False, resume: bool = False,
+                         checkpoint_every: int = 500) -> Path:
+    """Builds a backbone with exits, trains it, and writes a run directory (resumably, as
+    :func:`dynscale.idp.train_run` does).
 
     Args:
         out: the run directory to write.
@@ -43,14 +54,19 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
         backbone_run: a trained run (``dynscale train --holdout N``) whose network becomes a
             frozen backbone; only the exits are trained.
         progress: show a progress bar; None shows it only on a terminal.
+        force: replace an existing run at ``out`` (and discard an unfinished training's state).
+        resume: continue the unfinished training saved in ``OUT.resume``.
+        checkpoint_every: optimizer steps between saved states.
 
     Returns:
         The run directory.
 
     Raises:
         DynscaleError: if the pretrained backbone saw the held-out examples, or does not fit
-            the data.
+            the data, or ``out`` cannot be written (all before any training).
     """
+    out = check_output(out, force)
+    state_dir = prepare_state(state_directory(out), force, resume)
     dataset = load_dataset(data) if isinstance(data, str) else data
     config = dataclasses.replace(config, holdout=config.holdout or default_holdout(dataset))
     seed_everything(config.seed)
@@ -75,9 +91,13 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
     net = EarlyExitNet(backbone, exits)
     weights = parse_exit_weights(exit_weights, len(net.node_names))
     recipe = FrozenExits(weights) if backbone_run is not None else EarlyExits(weights)
-    metrics = Trainer(net, dataset, config, recipe, progress).fit()
     provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
-    return save_run(out, net, dataset.name, training=config, recipe=recipe, metrics=metrics, provenance=provenance)
+    meta = {"kind": "early-exit", "model": ModelSpec.of(backbone).to_json(), "exits": net.exit_names,
+            "data": dataset.name, "training": config.to_dict(), "recipe": recipe.to_dict(), "provenance": provenance}
+    metrics = fit_resumable(Trainer(net, dataset, config, recipe, progress), state_dir, meta, resume, checkpoint_every)
+    run = save_run(out, net, dataset.name, training=config, recipe=recipe, metrics=metrics, provenance=provenance)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return run
 
 
 def load_early_exit(directory: str | Path) -> tuple[EarlyExitNet, RunConfig]:

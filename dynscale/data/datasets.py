@@ -69,7 +69,7 @@ class Dataset:
         """
         total = len(self.train_y)
         if not 0 < n < total:
-            raise ValueError(f"the held-out split must be between 1 and {total - 1} examples of "
+            raise ValueError(f"the held-out split (--holdout) must be between 1 and {total - 1} examples of "
                              f"{self.name}'s {total} training examples, got {n}")
         order = torch.randperm(total, generator=torch.Generator().manual_seed(0))
         held, rest = order[:n], order[n:]
@@ -100,6 +100,12 @@ class Dataset:
 
 def _from_arrays(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray,
                  te_y: np.ndarray, scale: float) -> Dataset:
+    """A dataset from image and label arrays, checked: square images, labels 0..K-1 with every
+    class in the training split.
+
+    Raises:
+        DataError: naming the problem.
+    """
     def images(a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) / scale)
         return t.unsqueeze(1) if t.dim() == 3 else t  # (N, H, W) -> (N, 1, H, W)
@@ -107,7 +113,26 @@ def _from_arrays(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray
     def labels(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(a, dtype=np.int64))
 
+    for split, x in (("train", tr_x), ("test", te_x)):
+        if x.shape[-1] != x.shape[-2]:
+            raise DataError(f"{name}: the {split} images are {x.shape[-2]}×{x.shape[-1]}; dynscale's models take "
+                            "square images, so crop or pad them to a square first")
+        if not np.isfinite(x).all():
+            raise DataError(f"{name}: the {split} images hold NaN or infinite values; fix the data")
+    if tr_x.shape[1:] != te_x.shape[1:]:
+        raise DataError(f"{name}: train images are {tr_x.shape[1:]} but test images {te_x.shape[1:]}; "
+                        "both splits must have the same shape")
+    if len(tr_y) == 0 or len(te_y) == 0:
+        raise DataError(f"{name}: a split is empty; both need examples")
     num_classes = int(max(tr_y.max(), te_y.max())) + 1
+    if num_classes < 2:
+        raise DataError(f"{name}: every label is 0; a classifier needs at least two classes")
+    missing = sorted(set(range(num_classes)) - set(np.unique(tr_y).tolist()))
+    if min(tr_y.min(), te_y.min()) < 0 or missing:
+        stray = int(max(tr_y.max(), te_y.max()))
+        raise DataError(f"{name}: the labels are not the classes 0..K-1 (label {stray} would make a "
+                        f"{num_classes}-class model, but the training split has no example of class "
+                        f"{', '.join(map(str, missing[:5]))}{'…' if len(missing) > 5 else ''}); fix the labels")
     return Dataset(name, images(tr_x), labels(tr_y), images(te_x), labels(te_y), num_classes)
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .points import Curve, OperatingPoint
 from .timing import Runner, TimingConfig, time_points
 
@@ -77,7 +77,7 @@ def evaluate(curves: Sequence[tuple[CurveSpec, Sequence[Candidate]]], reference:
     unique = list({id(c): c for _, cands in curves for c in cands}.values())
     reference_macs = reference.measure(x[:1], y[:1]).macs if all(c is not reference for c in unique) else None
     measured: dict[int, Measurement] = {}
-    for candidate in tqdm(unique, desc="evaluate", unit="point", disable=None if progress is None else not progress):
+    for candidate in progress_bar(unique, progress, desc="evaluate", unit="point"):
         measured[id(candidate)] = candidate.measure(x, y)
     if reference_macs is None:
         reference_macs = measured[id(reference)].macs

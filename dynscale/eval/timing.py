@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 from torch.utils.benchmark import Timer
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .points import Latency
 
 # torch: the model as trained (dynamic width, exits) in eager PyTorch; torch-dense: a plain
@@ -160,8 +160,8 @@ def time_points(runners: Sequence[dict[str, Runner]], reference: dict[str, Runne
         return measurement.median
 
     timed = [[i for i, r in enumerate(runners) if r[runtime] is not reference[runtime]] for runtime, _ in keys]
-    bar = tqdm(total=sum(config.rounds * (len(t) + 2) for t in timed), desc="timing", unit="timing",
-               disable=None if progress is None else not progress)
+    bar = progress_bar(total=sum(config.rounds * (len(t) + 2) for t in timed), progress=progress, desc="timing",
+                       unit="timing")
     times: list[dict] = [{key: [] for key in keys} for _ in runners]
     ratios: list[dict] = [{key: [] for key in keys} for _ in runners]
     with torch.no_grad():

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import Dataset, load_dataset
+from ..errors import DynscaleError
 from ..evaluation import check_compatible
 from ..layers import calibrated_widths, check_width, incomplete_batchnorms, width
+from ..progress import progress_bar
 from ..runs import load_run, write_run
 from ..train import TrainConfig, training_subset
 
@@ -47,8 +48,7 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
               bn.momentum) for bn in norms]
     was_training = model.training
     try:
-        for w in tqdm(widths, desc="calibrate", unit="width",
-                      disable=None if progress is None else not progress):
+        for w in progress_bar(widths, progress, desc="calibrate", unit="width"):
             for bn in norms:
                 bn.reset_running_stats()
                 bn.momentum = None
@@ -80,14 +80,14 @@ def calibration_loader(data: Dataset, config: TrainConfig, batches: int = 20):
     return subset.loader("train", 256)
 
 
-def calibrate_run(run_dir: str | Path, widths: list[float], data: str | None = None,
+def calibrate_run(run_dir: str | Path, widths: list[float], data: str | Dataset | None = None,
                   batches: int = 20, progress: bool | None = None) -> list[float]:
     """Calibrates a run's batch-norm statistics at ``widths`` and saves them into the run.
 
     Args:
         run_dir: the run directory.
         widths: widths to calibrate.
-        data: dataset to calibrate on (default: the run's own training data).
+        data: dataset (or its name) to calibrate on (default: the run's own training data).
         batches: batches of 256 training examples per width.
         progress: show a progress bar; None shows it only on a terminal.
 
@@ -95,7 +95,16 @@ def calibrate_run(run_dir: str | Path, widths: list[float], data: str | None = N
         All calibrated widths of the run after this call.
     """
     run = load_run(run_dir)
-    dataset = load_dataset(data or run.data)
+    if run.kind != "width":
+        raise DynscaleError(f"{run_dir} is a {run.kind} run; calibrate stores batch-norm statistics per width of "
+                            "a run trained with `dynscale train`")
+    widths = [check_width(w) for w in widths]
+    if not incomplete_batchnorms(run.model):
+        raise DynscaleError(f"{run_dir} ({run.model_name}) has no batch-norm layers, so there is nothing to "
+                            "calibrate")
+    if batches < 1:
+        raise ValueError(f"calibration needs at least one batch (--batches), got {batches}")
+    dataset = data if isinstance(data, Dataset) else load_dataset(data or run.data)
     check_compatible(run.config.model_config, dataset, str(run_dir))
     config = TrainConfig.from_dict(run.config.training)
     calibrate_bn(run.model, calibration_loader(dataset, config, batches), widths, progress=progress)

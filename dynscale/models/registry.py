@@ -11,7 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..profiles import make_profile
+
 INPUT_KINDS = ("image",)
+MAX_COUNT = 65536  # the largest size (channels, units, classes, pixels) a model option may ask for
+MAX_SCALE = 64.0  # the largest channel multiplier
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,58 @@ def model_name(model: nn.Module) -> str:
                      "@register_model to save it as a run")
 
 
+def _check_value(name: str, key: str, hint: object, value: object) -> object:
+    """One config value against its type hint; every count is a positive integer."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"model {name!r} option {key} takes {expected}, got {value!r}")
+
+    def count(v: object) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int) and 1 <= v <= MAX_COUNT
+
+    if hint is int:
+        if not count(value):
+            raise bad(f"a whole number from 1 to {MAX_COUNT}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SCALE:
+            raise bad(f"a number > 0 and <= {MAX_SCALE:g}")
+        return float(value)
+    if origin is list and args == (int,):
+        if not isinstance(value, list) or not value or not all(count(v) for v in value):
+            raise bad(f"a non-empty list of whole numbers from 1 to {MAX_COUNT}, e.g. [100,100]")
+        return value
+    if key == "profile":
+        if not isinstance(value, (str, list, tuple)) and value is not None and not callable(value):
+            raise bad("a profile name or a list of coefficients")
+        if isinstance(value, (str, list, tuple)):
+            try:
+                make_profile(value, 4)  # names and coefficient lists are checked once here
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"model {name!r} option profile: {e}") from None
+        return value
+    return value
+
+
+def check_options(name: str, options: dict) -> dict:
+    """Checks model options by name, type and range, before anything is built.
+
+    Returns:
+        The options, numbers converted to their field's type.
+
+    Raises:
+        ValueError: naming the model, the option and what it takes.
+    """
+    info = model_info(name)
+    unknown = sorted(set(options) - set(info.options()))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option {', '.join(unknown)}; its options are "
+                         f"{', '.join(info.options())}")
+    hints = typing.get_type_hints(info.config_cls)
+    return {key: _check_value(name, key, hints.get(key), value) for key, value in options.items()}
+
+
 def get_model(name: str, **cfg) -> nn.Module:
     """Builds a registered model.
 
@@ -131,10 +187,6 @@ def get_model(name: str, **cfg) -> nn.Module:
         ValueError: for an unknown name or an unknown config field.
     """
     info = model_info(name)
-    unknown = sorted(set(cfg) - set(info.options()))
-    if unknown:
-        raise ValueError(f"model {name!r} has no option {', '.join(unknown)}; its options are "
-                         f"{', '.join(info.options())}")
-    model = info.builder(info.config_cls(**cfg))
+    model = info.builder(info.config_cls(**check_options(name, cfg)))
     model.model_name = name
     return model

@@ -95,7 +95,14 @@ def training_subset(data: Dataset, config: TrainConfig) -> Dataset:
 
 
 def sized_for(data: Dataset, model_options: dict | None = None) -> dict:
-    """Model options with the input channels, input size and class count of ``data`` (the
-    given options may override them)."""
-    return {"in_channels": data.in_channels, "input_size": data.input_size,
-            "num_classes": data.num_classes, **(model_options or {})}
+    """Model options with the input channels, input size and class count of ``data``.
+
+    Raises:
+        ValueError: if the options set one of those to something else than the data has.
+    """
+    sized = {"in_channels": data.in_channels, "input_size": data.input_size, "num_classes": data.num_classes}
+    for key, value in (model_options or {}).items():
+        if key in sized and value != sized[key]:
+            raise ValueError(f"model option {key}={value!r} does not match the data ({data.name} has "
+                             f"{key}={sized[key]}); drop it, it comes from the data")
+    return {**sized, **(model_options or {})}

@@ -5,14 +5,16 @@ losses. ``state_dict()`` / ``load_state_dict()`` capture everything needed to re
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import Dataset
-from ..errors import TrainingDiverged
+from ..errors import TrainingDiverged, TrainingInterrupted
+from ..progress import progress_bar
 from .config import TrainConfig, make_optimizer, make_schedule, training_subset
 from .recipe import Recipe
 
@@ -31,10 +33,17 @@ class Trainer:
         recipe: what each step computes.
         progress: show a per-step progress bar with the loss and examples per second; None
             shows it only on a terminal.
+        checkpoint_every: call ``on_checkpoint`` every this many optimizer steps (of a phase).
+        on_checkpoint: ``trainer -> None``, saves the state (see ``dynscale.train.fit_resumable``);
+            it is also called before stopping on :meth:`request_stop`.
+
+    Attributes:
+        state_location: where checkpoints go, for messages.
     """
 
     def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig, recipe: Recipe,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, checkpoint_every: int | None = None,
+                 on_checkpoint: Callable[[Trainer], None] | None = None) -> None:
         self.model = model
         self.data = data
         self.config = copy.deepcopy(config)
@@ -45,6 +54,11 @@ class Trainer:
         self.history: list[dict] = []  # metrics of the finished phases
         self.seconds = 0.0
         self._budget: int | None = None
+        self.checkpoint_every = checkpoint_every
+        self.on_checkpoint = on_checkpoint
+        self.state_location: str | None = None
+        self.last_checkpoint: tuple[int, int] | None = None  # (epoch, step) of the last saved state
+        self.stop_requested = False
         self._start_phase(0)
 
     def _start_phase(self, phase: int) -> None:
@@ -105,8 +119,8 @@ class Trainer:
         start = time.perf_counter()
         after_step = [m for m in self.module.modules() if hasattr(m, "after_step")]
         name = self.phase_names[phase]
-        bar = tqdm(total=epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch + self.epoch_step,
-                   desc=name, unit="step", disable=None if self.progress is None else not self.progress)
+        bar = progress_bar(total=epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch
+                           + self.epoch_step, desc=name, unit="step", progress=self.progress)
         self.recipe.begin(self.model, phase)
         try:
             while self.epoch < epochs:
@@ -126,6 +140,14 @@ class Trainer:
                     self.epoch_loss[1] += len(y)
                     seen += len(y)
                     bar.update()
+                    every = self.checkpoint_every
+                    if self.stop_requested or (every and self.on_checkpoint and self.step % every == 0):
+                        self.checkpoint()
+                    if self.stop_requested:
+                        raise TrainingInterrupted(
+                            f"training stopped at epoch {self.epoch + 1}, step {self.epoch_step}"
+                            + (f"; its state is saved in {self.state_location}, continue with --resume"
+                               if self.state_location else ""))
                     if bar.n % 10 == 0 or self.epoch_step == self.steps_per_epoch:
                         rate = seen / max(1e-9, time.perf_counter() - tick)
                         bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}", ex_s=f"{rate:.0f}", refresh=False)
@@ -138,6 +160,7 @@ class Trainer:
             bar.close()
             self.recipe.end(self.model, phase)
         self.model.eval()
+        self._check_weights()
         metrics = self.recipe.evaluate(self.model, self.data, phase)
         self.seconds += time.perf_counter() - start
         self.history.append({"phase": name, "train_loss": self.last_loss, **metrics,
@@ -148,10 +171,8 @@ class Trainer:
         total = 0.0
         for loss in self.recipe.losses(self.module, x, y, self.recipe_rng, self.phase):
             value = loss.item()
-            if value != value or value in (float("inf"), float("-inf")):
-                raise TrainingDiverged(
-                    f"the training loss became {value} at epoch {self.epoch + 1}, step {self.epoch_step + 1} "
-                    f"({self.phase_names[self.phase]}); lower the learning rate (--lr, now {self.config.lr:g})")
+            if not math.isfinite(value):
+                self._diverged(f"the training loss became {value}", self.epoch_step + 1)
             loss.backward()
             total += value
         self.optimizer.step()
@@ -162,6 +183,34 @@ class Trainer:
         self.step += 1
         self.epoch_step += 1
         return total
+
+    def _diverged(self, what: str, step: int) -> None:
+        kept = ""
+        if self.last_checkpoint is not None and self.state_location:
+            kept = (f"; the last good state (epoch {self.last_checkpoint[0]}, step {self.last_checkpoint[1]}) is "
+                    f"kept in {self.state_location}")
+        raise TrainingDiverged(f"{what} at epoch {self.epoch + 1}, step {step} ({self.phase_names[self.phase]}); "
+                               f"lower the learning rate (--lr, now {self.config.lr:g}){kept}")
+
+    def _check_weights(self) -> None:
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                self._diverged(f"weight {name} became non-finite", self.epoch_step)
+
+    def checkpoint(self) -> None:
+        """Checks that every weight is finite, then calls ``on_checkpoint`` (if set).
+
+        Raises:
+            TrainingDiverged: if a weight is NaN or infinite (nothing is saved).
+        """
+        self._check_weights()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self)
+            self.last_checkpoint = (self.epoch + 1, self.epoch_step)
+
+    def request_stop(self) -> None:
+        """Asks the loop to save its state and stop after the current step (signal-safe)."""
+        self.stop_requested = True
 
     def state_dict(self) -> dict:
         """Everything needed to resume: model, optimizer, schedule, random generators, phase,

@@ -1,0 +1,225 @@
+"""Typed run directories: ``config.json`` (a :class:`RunConfig`) and ``model.safetensors``,
+written whole or not at all, loaded for every kind of run by :func:`load_run`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import CheckpointError, DynscaleError
+from ..layers import calibrated_widths
+from ..files import atomic_directory, atomic_write, dumps_json
+from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig
+from .kinds import RunKind, create_model, get_kind, kind_of, list_kinds, register_kind
+from .store import WEIGHTS, load_state_checked, read_weights, write_weights
+
+__all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "ModelSpec", "Run", "RunConfig", "RunKind",
+           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "create_model", "describe_run",
+           "enclosing_run", "get_kind", "is_run_directory", "kind_of", "list_kinds", "load_run", "register_kind",
+           "save_run", "write_run"]
+
+
+@dataclass
+class Run:
+    """A loaded run: its directory, model (in eval mode, at full width) and config."""
+
+    path: Path
+    model: nn.Module
+    config: RunConfig
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def metrics(self) -> dict:
+        """The final metrics recorded when the run was trained."""
+        return self.config.metrics
+
+    @property
+    def model_name(self) -> str | None:
+        return self.config.model_name
+
+    @property
+    def data(self) -> str:
+        return self.config.data
+
+    @property
+    def profile(self) -> str | list[float] | None:
+        return self.config.profile
+
+
+def describe_run(model: nn.Module, data: str, training: object = None, recipe: object = None,
+                 metrics: dict | None = None, provenance: dict | None = None, kind: str | None = None) -> RunConfig:
+    """The :class:`RunConfig` of a model, through its run kind.
+
+    Args:
+        model: the model (its kind is found from its type unless ``kind`` is given).
+        data: the dataset it was trained on.
+        training: the shared training settings (a ``TrainConfig`` or its dict).
+        recipe: the recipe (an object with ``to_dict()``) or its dict.
+        metrics: final metrics.
+        provenance: where it came from.
+        kind: the run kind's name.
+    """
+    run_kind = get_kind(kind) if kind else kind_of(model)
+    spec, section = run_kind.describe(model)
+    return RunConfig(kind=run_kind.name, model=spec, data=data, training=_as_dict(training),
+                     recipe=_as_dict(recipe), metrics=dict(metrics or {}), section=section,
+                     provenance=dict(provenance or {}))
+
+
+def _as_dict(value: object) -> dict:
+    if value is None:
+        return {}
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return dict(value)
+
+
+def write_run(directory: str | Path, model: nn.Module, config: RunConfig) -> Path:
+    """Writes a run directory whole: weights and config go into a temporary sibling that then
+    replaces ``directory`` in one rename, so a crash never leaves weights from one training with
+    the config of another.
+
+    Returns:
+        The directory.
+    """
+    config = config.replace(calibrated_widths=calibrated_widths(model))
+    text = dumps_json(config.to_json())  # refused before anything is written if it holds a NaN
+
+    def fill(tmp: Path) -> None:
+        write_weights(tmp / WEIGHTS, model, metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(text)
+
+    return atomic_directory(Path(directory), fill)
+
+
+def save_run(directory: str | Path, model: nn.Module, data: str, **fields) -> Path:
+    """Describes a model (:func:`describe_run`, taking the same keyword fields) and writes it.
+
+    Example: ``save_run("runs/mine", model, "digits")``.
+    """
+    return write_run(directory, model, describe_run(model, data, **fields))
+
+
+def load_run(directory: str | Path) -> Run:
+    """Loads a run directory of any kind, validating the config, tensor names and shapes.
+
+    Args:
+        directory: a directory written by :func:`save_run`.
+
+    Returns:
+        The run with its model in eval mode.
+
+    Raises:
+        CheckpointError: if anything is missing, truncated, foreign or inconsistent.
+    """
+    directory = Path(directory)
+    config = RunConfig.read(directory)
+    try:
+        model = create_model(config)
+    except CheckpointError as e:
+        raise CheckpointError(f"{directory / CONFIG}: {e}") from None
+    load_state_checked(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
+    return Run(directory, model.eval(), config)
+
+
+def is_run_directory(path: str | Path) -> bool:
+    """Whether ``path`` is a directory holding a dynscale run (or a dense export)."""
+    config = Path(path) / CONFIG
+    if not config.is_file():
+        return False
+    try:
+        doc = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") in (FORMAT, "dynscale-dense")
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run directory ``path`` lies inside (not ``path`` itself), if any."""
+    for parent in Path(path).absolute().parents:
+        if is_run_directory(parent):
+            return parent
+    return None
+
+
+def _check_parent(path: Path, option: str) -> None:
+    existing = next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise DynscaleError(f"{option} {path}: {existing} is not a directory; choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DynscaleError(f"{option} {path}: cannot write to {existing}; choose another {option}")
+    inside = enclosing_run(path)
+    if inside is not None:
+        raise DynscaleError(f"{option} {path} is inside the run {inside}; a run directory holds only its run, "
+                            f"choose a path outside it")
+
+
+def check_output(path: str | Path, force: bool = False, option: str = "--out") -> Path:
+    """Checks, before any work, that a run (or another output directory) may be written at
+    ``path``: not empty, not a file, not inside a run, its parent writable; an existing run is
+    replaced only with ``force``, and a non-empty directory that is not a run never.
+
+    Raises:
+        DynscaleError: naming the option and what to do.
+    """
+    if not str(path).strip():
+        raise DynscaleError(f"{option} is empty; give the directory to write")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DynscaleError(f"{option} {path} is a file, not a directory; choose another {option}")
+    _check_parent(path, option)
+    if path.is_dir() and any(path.iterdir()):
+        if not is_run_directory(path):
+            raise DynscaleError(f"{option} {path} is a non-empty directory that is not a dynscale run; choose "
+                                f"another {option}")
+        if not force:
+            raise DynscaleError(f"{option} {path} already holds a run; pass --force to replace it (nothing of it is "
+                                f"kept), or choose another {option}")
+    return path
+
+
+def check_directory(path: str | Path, option: str = "--out") -> Path:
+    """Checks a directory that will hold several outputs (runs, reports): not empty, not a
+    file, not a run or inside one, its parent writable.
+
+    Raises:
+        DynscaleError: naming the option and what to do.
+    """
+    if not str(path).strip():
+        raise DynscaleError(f"{option} is empty; give the directory to write")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DynscaleError(f"{option} {path} is a file, not a directory; choose another {option}")
+    if is_run_directory(path):
+        raise DynscaleError(f"{option} {path} is a run directory; choose another {option}")
+    _check_parent(path, option)
+    return path
+
+
+def check_file_output(path: str | Path, option: str, force: bool | None = None) -> Path:
+    """Checks a file output (a report, an ONNX export) before any work: not a directory, not
+    in a run directory, its parent writable; with ``force`` given, an existing file is replaced
+    only when it is True.
+
+    Raises:
+        DynscaleError: naming the option and what to do.
+    """
+    if not str(path).strip():
+        raise DynscaleError(f"{option} is empty; give the file to write")
+    path = Path(path)
+    if path.is_dir():
+        raise DynscaleError(f"{option} {path} is a directory; give a file name")
+    _check_parent(path, option)
+    if force is False and path.exists():
+        raise DynscaleError(f"{option} {path} exists; pass --force to replace it, or choose another {option}")
+    return path

@@ -5,7 +5,7 @@ evaluation engine above them; the methods (``idp``, ``slimmable``, ``adaptive``)
 registering its recipes, run kinds and operating points; ``export`` and the command line last.
 """
 
-from . import adaptive, export, idp, slimmable  # noqa: F401  (each registers its recipes and run kinds)
+from . import adaptive, dfs, effort, export, idp, slimmable  # noqa: F401  (each registers its recipes and run kinds)
 from .convert import convert
 from .errors import CheckpointError, DataError, DynscaleError, TrainingDiverged
 from .idp import calibrate_bn

@@ -313,6 +313,43 @@ CASES = [
     (AC + ["--edges", "0>1"], "--edges"),
     (AC + ["--save", "{mlp}"], "--save"),
     (AC + ["--name", ""], "--name"),
+    # --- effort ------------------------------------------------------------------------------
+    (["effort", "tune", "{root}/missing"], "{root}/missing"),
+    (["effort", "tune", "{ee}"], "effort tune"),
+    (["effort", "tune", "{mlp}", "--max-loss", ""], "--max-loss"),
+    (["effort", "tune", "{mlp}", "--max-loss", "-1"], "--max-loss"),
+    (["effort", "tune", "{mlp}", "--max-loss", "nan"], "--max-loss"),
+    (["effort", "tune", "{mlp}", "--max-loss", "101"], "--max-loss"),
+    (["effort", "tune", "{mlp}", "--knobs", ""], "--knobs"),
+    (["effort", "tune", "{mlp}", "--knobs", "spet,warp"], "--knobs"),
+    (["effort", "tune", "{mlp}", "--examples", "0"], "--examples"),
+    (["effort", "tune", "{mlp}", "--data", "idx:{root}/small"], "--data"),
+    (["effort", "tune", "{mlp}", "--out", "{vgg}"], "--out"),
+    (["effort", "tune", "{mlp}", "--out", "{root}/file.txt"], "--out"),
+    (["effort", "sweep", "{mlp}"], "not an effort run"),
+    (["effort", "sweep", "{root}/missing"], "{root}/missing"),
+    (["effort", "sweep", "{mlp}", "--batch", "0"], "--batch"),
+    # --- dfs ---------------------------------------------------------------------------------
+    (["dfs", "train", "--data", "synthetic", "--out", NEW], "--target"),
+    (["dfs", "train", "--data", "synthetic", "--target", "0", "--out", NEW], "--target"),
+    (["dfs", "train", "--data", "synthetic", "--target", "150", "--out", NEW], "--target"),
+    (["dfs", "train", "--data", "synthetic", "--target", "nan", "--out", NEW], "--target"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--choices", "", "--out", NEW], "--choices"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--choices", "16", "--out", NEW], "--choices"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--choices", "0,-4", "--out", NEW], "--choices"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--choices", "0,64", "--out", NEW], "--choices"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--choices", "0,8,8", "--out", NEW], "--choices"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--beta", "-1", "--out", NEW], "--beta"),
+    (["dfs", "train", "--model", "vgg16", "--data", "synthetic", "--target", "50", "--out", NEW], "--model"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--backbone", "{mlp}", "--out", NEW], "ResNet"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--pretrain-epochs", "0", "--gate-epochs", "0",
+      "--joint-epochs", "0", "--out", NEW], "--joint-epochs"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--out", "{mlp}"], "--force"),
+    (["dfs", "sweep", "{mlp}"], "ResNet runs"),
+    (["dfs", "sweep", "{root}/missing"], "{root}/missing"),
+    (["dfs", "sweep", "{ee}", "--static-bits", "0"], "--static-bits"),
+    (["dfs", "sweep", "{ee}", "--static-bits", "32"], "--static-bits"),
+    (["dfs", "sweep", "{ee}", "--choices-plot", "{mlp}/x.png"], "--choices-plot"),
     # --- info, list and the command itself ---------------------------------------------------
     (["info", "{root}/missing"], "{root}/missing"),
     (["info", "{root}/file.txt"], "{root}/file.txt"),
@@ -334,7 +371,7 @@ def test_there_are_at_least_150_cases():
     assert len(CASES) >= 150
     commands = {next((a for a in args if not a.startswith("-")), "") for args, _ in CASES}
     assert {"train", "sweep", "calibrate", "export", "bench", "pick", "reproduce", "compare", "demo", "adaptive",
-            "info", "list"} <= commands
+            "effort", "dfs", "info", "list"} <= commands
 
 
 @pytest.mark.parametrize("args, fragment", CASES, ids=[" ".join(a)[:70] for a, _ in CASES])

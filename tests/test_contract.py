@@ -20,7 +20,7 @@ MODELS = list_models()
 
 
 def test_the_registry_holds_every_family():
-    assert set(MODELS) == {"mlp", "vgg16", "mobilenet", "resnet", "binarynet"}
+    assert set(MODELS) == {"mlp", "vgg16", "mobilenet", "resnet", "resnet38", "resnet74", "binarynet"}
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -17,7 +17,7 @@ LAYERS = {
     "models": 2, "data": 2, "cost": 2, "evaluation": 2,
     "runs": 3, "train": 3, "eval": 3,
     "export": 4,
-    "idp": 5, "slimmable": 5, "adaptive": 5, "convert": 5,
+    "idp": 5, "slimmable": 5, "adaptive": 5, "effort": 5, "dfs": 5, "convert": 5,
     "compare": 6, "reproduce": 6, "demo": 6, "experiments": 6,
     "cli": 7, "__main__": 7, "__init__": 7,
 }

@@ -69,6 +69,8 @@ def test_run_directories_of_the_previous_release_still_load(name):
 
 def test_every_kind_of_run_loads_through_one_function(tmp_path, synthetic):
     from dynscale.adaptive import Cascade, EarlyExitNet
+    from dynscale.dfs import DFSNet
+    from dynscale.effort import EffortNet
     from dynscale.export import dense
     from dynscale.models import build_multi_profile
 
@@ -78,9 +80,10 @@ def test_every_kind_of_run_loads_through_one_function(tmp_path, synthetic):
     models = {"width": mlp, "multi": build_multi_profile("mlp", [(0, 0.5), (0.5, 1)], in_channels=1, input_size=8,
                                                           hidden=[8, 8]),
               "early-exit": EarlyExitNet(vgg, ["block2"]), "cascade": Cascade([mlp, vgg], names=["m", "v"]),
-              "dense": dense(vgg, 0.5)}
+              "dense": dense(vgg, 0.5), "effort": EffortNet(vgg),
+              "dfs": DFSNet(get_model("resnet", in_channels=1, input_size=8, width_mult=0.25, blocks_per_stage=1))}
     x = synthetic.test_x[:4]
-    assert set(list_kinds()) == {"width", "early-exit", "cascade", "dense"}
+    assert set(list_kinds()) == {"width", "early-exit", "cascade", "dense", "effort", "dfs"}
     for name, model in models.items():
         save_run(tmp_path / name, model, "synthetic", kind="dense" if name == "dense" else None)
         run = load_run(tmp_path / name)

@@ -17,6 +17,8 @@ TINY = {
     "vgg16": {"width_mult": 0.125},
     "mobilenet": {"width_mult": 0.25},
     "resnet": {"width_mult": 0.5, "blocks_per_stage": 1},
+    "resnet38": {"width_mult": 0.25},
+    "resnet74": {"width_mult": 0.25},
     "binarynet": {},
 }
 

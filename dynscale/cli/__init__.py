@@ -12,6 +12,7 @@ import os
 import sys
 
 from .. import __version__
+from ..effort.settings import parse_knobs
 from ..errors import DynscaleError, TrainingInterrupted
 from ..progress import set_quiet
 from . import commands
@@ -286,6 +287,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing run at --save")
     _add_adaptive_sweep_options(p)
     p.set_defaults(func=commands.adaptive_cascade)
+
+    p = sub.add_parser("effort", help="DyVEDeep: effort knobs on a trained network, tuned on held-out data")
+    effort = p.add_subparsers(dest="effort_command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = effort.add_parser("tune", help="search per-layer knob settings for each accuracy-loss bound")
+    p.add_argument("run", type=opt.run_directory, help="a run trained with `dynscale train` (mlp or vgg16)")
+    p.add_argument("--max-loss", type=opt.listing(opt.number(0.0, 100.0), "0.5,1"), default=[0.5], metavar="POINTS",
+                   help="accuracy points (0-100) the knobs may lose on the held-out data, one search per value: "
+                   "the share of examples the dense network gets right and the knobs get wrong")
+    p.add_argument("--knobs", type=opt.parsed_by(parse_knobs, "knobs like spet,sdss,sfma"),
+                   default=["spet", "sdss", "sfma"], help="the knobs to use: spet, sdss, sfma")
+    p.add_argument("--data", type=opt.data_name, default=None, help="the dataset (default: the run's own)")
+    p.add_argument("--examples", type=opt.POSITIVE, default=2000, help="held-out examples the search measures on")
+    p.add_argument("--out", type=opt.path, default=None,
+                   help="the effort run to write (default: RUN-effort beside the run)")
+    p.add_argument("--force", action="store_true", help="replace an existing effort run at --out")
+    _add_threads(p, None)
+    _add_quiet(p)
+    p.set_defaults(func=commands.effort_tune)
+
+    p = effort.add_parser("sweep", help="each tuned bound as an operating point: accuracy, MACs, wall-clock")
+    p.add_argument("runs", type=opt.run_directory, nargs="+", help="effort runs (dynscale effort tune)")
+    p.add_argument("--data", type=opt.data_name, default=None, help="evaluate on this dataset instead")
+    p.add_argument("--latency", action="store_true", help="also measure wall-clock time")
+    _add_timing_options(p, batch="1,64", rounds=3, runtime=None)
+    _add_report_options(p)
+    _add_quiet(p)
+    p.set_defaults(func=commands.effort_sweep)
+
+    p = sub.add_parser("dfs", help="dynamic fractional skipping: per example and block, skip or a bit-width")
+    dfs = p.add_subparsers(dest="dfs_command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = dfs.add_parser("train", help="pretrain a ResNet, then its gates, then both, at a computation target")
+    p.add_argument("--model", type=opt.model_name, default="resnet38", help="resnet38, resnet74 or resnet")
+    p.add_argument("--data", type=opt.data_name, default="digits", help="digits, fashion-mnist, mnist, synthetic or "
+                   "idx:DIR")
+    p.add_argument("--width-mult", type=opt.number(0.0, low_open=True), default=None,
+                   help="scale every channel count (default: the model's own)")
+    p.add_argument("--set", type=opt.model_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option (repeatable)")
+    p.add_argument("--target", type=opt.number(0.0, 100.0, low_open=True), required=True,
+                   help="computation to reach, in percent (0-100] of the full-precision BitOps")
+    p.add_argument("--choices", type=opt.listing(opt.integer(0, 32), "0,8,16,32"), default=[0, 8, 10, 12, 14, 16, 32],
+                   help="the gates' choices: 0 skips a block, 1-32 bits (32 is full precision)")
+    p.add_argument("--beta", type=opt.number(0.0), default=2.0, help="weight of the computation cost in the loss")
+    p.add_argument("--backbone", type=opt.run_directory, default=None, metavar="RUN",
+                   help="a trained ResNet (dynscale train) to start from: the pretrain phase is left out")
+    p.add_argument("--pretrain-epochs", type=opt.NON_NEGATIVE, default=8, help="epochs of the backbone alone")
+    p.add_argument("--gate-epochs", type=opt.NON_NEGATIVE, default=3, help="epochs of the gates on the frozen backbone")
+    p.add_argument("--joint-epochs", type=opt.NON_NEGATIVE, default=4, help="epochs of gates and backbone together")
+    _add_training_options(p)
+    p.add_argument("--holdout", type=opt.NON_NEGATIVE, default=0, help="training examples kept out")
+    p.add_argument("--out", type=opt.path, required=True, help="run directory to write")
+    _add_threads(p, None)
+    _add_quiet(p)
+    p.set_defaults(func=commands.dfs_train, epochs=1)
+
+    p = dfs.add_parser("sweep", help="DFS and SkipNet runs, static quantization and int8 of a backbone: BitOps, "
+                       "MACs, accuracy, wall-clock")
+    p.add_argument("runs", type=opt.run_directory, nargs="+",
+                   help="DFS runs (dynscale dfs train), and ResNet runs for the static and int8 baselines")
+    p.add_argument("--static-bits", type=opt.listing(opt.integer(1, 31), "8,16"), default=[],
+                   help="bit-widths of static quantization of the ResNet runs")
+    p.add_argument("--int8", action="store_true", help="also measure the ResNet runs in int8 with ONNX Runtime")
+    p.add_argument("--data", type=opt.data_name, default=None, help="evaluate on this dataset instead")
+    p.add_argument("--latency", action="store_true", help="also measure wall-clock time")
+    _add_timing_options(p, batch="1,64", rounds=3, runtime=None)
+    p.add_argument("--choices-plot", type=opt.path, default=None,
+                   help="write the per-block choices of each gated point as PNG here")
+    _add_report_options(p, "accuracy vs BitOps ratio")
+    _add_quiet(p)
+    p.set_defaults(func=commands.dfs_sweep)
 
     p = sub.add_parser("info", help="describe a run directory")
     p.add_argument("run", type=opt.run_directory, help="a run directory")

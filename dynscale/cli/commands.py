@@ -134,12 +134,12 @@ def _timing(args: argparse.Namespace, runtimes: list[str] | None = None, example
 
 
 def _report(args: argparse.Namespace, curves: list, title: str, xlabel: str | None = None, meta: dict | None = None,
-            layout: str = "auto") -> None:
+            layout: str = "auto", x: str = "macs") -> None:
     from ..eval import format_table, write_report
 
     print(format_table(curves, layout=layout))
     for path in write_report(curves, json=args.json, csv=args.csv, markdown=args.markdown, png=args.plot,
-                             title=args.title or title, xlabel=xlabel, meta=meta, layout=layout):
+                             title=args.title or title, xlabel=xlabel, meta=meta, layout=layout, x=x):
         print(f"wrote {path}")
 
 
@@ -411,6 +411,104 @@ def adaptive_cascade(args: argparse.Namespace) -> None:
         print(f"wrote {args.save}")
     _report(args, curves, f"Network selection: {' → '.join(Path(r).name for r in args.runs)}",
             "mean MACs relative to the full network", _timing_meta(options["timing"]))
+
+
+def effort_tune(args: argparse.Namespace) -> None:
+    from ..effort import tune_run
+    from ..effort.net import CHAIN_MODELS
+    from ..effort.runs import default_output
+    from ..runs import RunConfig, check_output
+
+    config = _width_run(args.run, "effort tune")
+    out = check_output(args.out or default_output(args.run, args.knobs), args.force)
+    if config.model_name not in CHAIN_MODELS or config.profile_ranges:
+        several = " of several members" if config.profile_ranges else ""
+        raise DynscaleError(f"{args.run} is a {config.model_name} run{several}; effort knobs take single "
+                            f"{' or '.join(CHAIN_MODELS)} networks")
+    data = _dataset(args.data or config.data)
+    with about("--data"):
+        from ..evaluation import check_compatible
+
+        check_compatible(config.model_config, data, str(args.run))
+    written = tune_run(args.run, args.max_loss, args.knobs, data, args.examples, out, force=args.force)
+    print(f"wrote {written}")
+    for name, text in _effort_summary(RunConfig.read(written)):
+        print(f"  {name + ':':<12} {text}")
+
+
+def _effort_summary(config) -> list[tuple[str, str]]:
+    from ..runs import get_kind
+
+    return get_kind("effort").summary(config)
+
+
+def effort_sweep(args: argparse.Namespace) -> None:
+    from ..effort import sweep_effort_runs
+    from ..runs import RunConfig
+
+    for run in args.runs:
+        kind = RunConfig.read(run).kind
+        if kind != "effort":
+            raise DynscaleError(f"{run} is a {kind} run, not an effort run; make one with `dynscale effort tune RUN`")
+    data = _dataset(args.data) if args.data else None
+    timing = _timing(args, runtimes=["torch"]) if args.latency else None
+    curves = sweep_effort_runs(args.runs, data=data, timing=timing)
+    _report(args, curves, "DyVEDeep: accuracy vs MACs performed", "mean MACs performed relative to the dense network",
+            _timing_meta(timing))
+
+
+def dfs_train(args: argparse.Namespace) -> None:
+    from ..dfs import FractionalSkipping, train_dfs_run
+    from ..dfs.runs import RESNETS
+    from ..runs import RunConfig, check_output
+
+    check_output(args.out, args.force)
+    if args.model not in RESNETS:
+        raise DynscaleError(f"--model: fractional skipping takes {', '.join(RESNETS)}, not {args.model!r}")
+    with about("--choices"):
+        from ..dfs import check_choices
+
+        check_choices(args.choices)
+    pretrain = 0 if args.backbone else args.pretrain_epochs
+    if not (pretrain or args.gate_epochs or args.joint_epochs):
+        raise DynscaleError("--pretrain-epochs, --gate-epochs and --joint-epochs are all 0: nothing to train")
+    recipe = FractionalSkipping(target=args.target, beta=args.beta, pretrain=pretrain, gates=args.gate_epochs,
+                                joint=args.joint_epochs, choices=args.choices)
+    config = _training_config(args)
+    data = _dataset(args.data)
+    options = {**dict(args.set), **({"width_mult": args.width_mult} if args.width_mult is not None else {})}
+    if args.backbone is None:
+        options = _check_model_options(args.model, {"profile": "all-one", **options}, data)
+    else:
+        _width_run(args.backbone, "--backbone")
+    _check_fit(config, data)
+    out = train_dfs_run(args.out, args.model, data, config, recipe, options, backbone_run=args.backbone,
+                        force=args.force, resume=args.resume, checkpoint_every=args.checkpoint_every)
+    metrics = RunConfig.read(out).metrics
+    share = 100 * metrics.get("bitops_ratio", 1.0)
+    print(f"wrote {out}: test accuracy {100 * metrics['test_accuracy']:.2f}% at {share:.1f}% of the full-precision "
+          f"BitOps ({metrics['train_seconds']:.1f} s)")
+
+
+def dfs_sweep(args: argparse.Namespace) -> None:
+    from ..dfs import dfs_curves, plot_choices
+    from ..dfs.runs import RESNETS
+    from ..runs import RunConfig, check_file_output
+
+    if args.choices_plot is not None:
+        check_file_output(args.choices_plot, "--choices-plot")
+    for run in args.runs:
+        config = RunConfig.read(run)
+        if config.kind != "dfs" and not (config.kind == "width" and config.model_name in RESNETS):
+            raise DynscaleError(f"{run} is a {config.kind} run of {config.model_name}; give DFS runs (dynscale dfs "
+                                "train) or ResNet runs (for the static and int8 baselines)")
+    data = _dataset(args.data) if args.data else None
+    timing = _timing(args, runtimes=["torch"]) if args.latency else None
+    curves = dfs_curves(args.runs, args.static_bits, args.int8, data, timing)
+    _report(args, curves, "Dynamic fractional skipping: accuracy vs BitOps", "BitOps relative to full precision",
+            _timing_meta(timing), layout="long", x="bitops")
+    if args.choices_plot is not None:
+        print(f"wrote {plot_choices(curves, args.choices_plot)}")
 
 
 def list_all(args: argparse.Namespace) -> None:

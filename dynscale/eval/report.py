@@ -239,7 +239,7 @@ def plot(curves: Sequence[Curve], path: str | Path, title: str = "Accuracy vs co
     ax.set_title(title)
     ax.set_xlim(0, max([1.02] + [1.02 * cost(p) for c in curves for p in c.points if cost(p) is not None]))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
@@ -247,7 +247,8 @@ def plot(curves: Sequence[Curve], path: str | Path, title: str = "Accuracy vs co
 
 def write_report(curves: Sequence[Curve], json: str | Path | None = None, csv: str | Path | None = None,
                  markdown: str | Path | None = None, png: str | Path | None = None, title: str | None = None,
-                 xlabel: str | None = None, meta: dict | None = None, layout: str = "auto") -> list[Path]:
+                 xlabel: str | None = None, meta: dict | None = None, layout: str = "auto",
+                 x: str = "macs") -> list[Path]:
     """Writes the requested forms of a report, each atomically.
 
     Args:
@@ -257,6 +258,7 @@ def write_report(curves: Sequence[Curve], json: str | Path | None = None, csv: s
         xlabel: the plot's x label.
         meta: extra top-level JSON fields (timing settings, titles).
         layout: the Markdown table's layout (see :func:`format_table`).
+        x: the plot's cost axis (see :func:`plot`).
 
     Returns:
         The paths written.
@@ -273,6 +275,6 @@ def write_report(curves: Sequence[Curve], json: str | Path | None = None, csv: s
         atomic_write(Path(markdown), lambda p: p.write_text(text))
         written.append(Path(markdown))
     if png:
-        plot(curves, png, **({"title": title} if title else {}), **({"xlabel": xlabel} if xlabel else {}))
+        plot(curves, png, **({"title": title} if title else {}), **({"xlabel": xlabel} if xlabel else {}), x=x)
         written.append(Path(png))
     return written

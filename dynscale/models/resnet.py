@@ -91,3 +91,29 @@ class ResNet(nn.Module):
 def resnet(config: ResNetConfig) -> ResNet:
     """A CIFAR-style ResNet (ResNet-20 by default; ``blocks_per_stage`` sets the depth)."""
     return ResNet(config)
+
+
+@dataclass
+class ResNet38Config(ResNetConfig):
+    """ResNet-38: six basic blocks per stage."""
+
+    blocks_per_stage: int = 6
+
+
+@dataclass
+class ResNet74Config(ResNetConfig):
+    """ResNet-74: twelve basic blocks per stage."""
+
+    blocks_per_stage: int = 12
+
+
+@register_model
+def resnet38(config: ResNet38Config) -> ResNet:
+    """The CIFAR-style ResNet-38 (6 basic blocks per stage): fractional skipping's backbone."""
+    return ResNet(config)
+
+
+@register_model
+def resnet74(config: ResNet74Config) -> ResNet:
+    """The CIFAR-style ResNet-74 (12 basic blocks per stage)."""
+    return ResNet(config)

@@ -12,14 +12,15 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import CheckpointError, DynscaleError
-from ..layers import calibrated_widths
 from ..files import atomic_directory, atomic_write, dumps_json
+from ..layers import calibrated_widths
 from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig
 from .kinds import RunKind, create_model, get_kind, kind_of, list_kinds, register_kind
 from .store import WEIGHTS, load_state_checked, read_weights, write_weights
 
 __all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "ModelSpec", "Run", "RunConfig", "RunKind",
-           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "create_model", "describe_run",
+           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "create_model",
+           "describe_run",
            "enclosing_run", "get_kind", "is_run_directory", "kind_of", "list_kinds", "load_run", "register_kind",
            "save_run", "write_run"]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import CheckpointError
+from ..files import atomic_write, dumps_json
 from ..models import MultiProfileModel, build_multi_profile, get_model, model_name
 from ..profiles import profile_to_config
-from ..files import atomic_write, dumps_json
 
 FORMAT = "dynscale-run"
 DENSE_FORMAT_V1 = "dynscale-dense"  # dense exports of dynscale 0.1, read as runs of kind "dense"

@@ -29,6 +29,10 @@ class Recipe:
         """Names of the phases trained one after another (each with a fresh optimizer)."""
         return ["train"]
 
+    def phase_epochs(self, phase: int) -> int | None:
+        """Epochs of ``phase`` (None: the ``TrainConfig``'s)."""
+        return None
+
     def trainable(self, model: nn.Module, phase: int) -> nn.Module:
         """The module ``phase`` trains: the losses run on it (a multiple-profile phase trains
         one member)."""

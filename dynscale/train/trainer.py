@@ -73,8 +73,9 @@ class Trainer:
         self.recipe_rng = torch.Generator().manual_seed(self.config.seed + 1)
         self.loader = self.subset.loader("train", self.config.batch_size, shuffle=True, generator=self.data_rng)
         self.module = self.recipe.trainable(self.model, phase)
+        self.epochs = self.recipe.phase_epochs(phase) or self.config.epochs
         self.optimizer = make_optimizer(self.recipe.parameters(self.model, phase), self.config)
-        self.schedule = make_schedule(self.optimizer, self.config, self.config.epochs * len(self.loader))
+        self.schedule = make_schedule(self.optimizer, self.config, self.epochs * len(self.loader))
         self._epoch_rng = self.data_rng.get_state()  # the order of the current epoch derives from it
 
     @property
@@ -115,7 +116,7 @@ class Trainer:
         return metrics
 
     def _run_phase(self) -> None:
-        phase, epochs = self.phase, self.config.epochs
+        phase, epochs = self.phase, self.epochs
         start = time.perf_counter()
         after_step = [m for m in self.module.modules() if hasattr(m, "after_step")]
         name = self.phase_names[phase]

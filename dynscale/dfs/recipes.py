@@ -1,0 +1,119 @@
+"""Training fractional skipping (SPEC §4) in three phases of one recipe: pretrain the backbone
+at full precision, train the gates on the frozen backbone, then train both at the target.
+
+The loss is cross-entropy + sign · β · cost, the cost being the batch's mean BitOps relative to
+the full-precision network, and the sign pushing it towards the target computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset
+from ..evaluation import accuracy
+from ..train import Recipe, register_recipe
+from .model import DEFAULT_CHOICES, check_choices
+
+PHASES = ("pretrain", "gates", "joint")
+
+
+def check_target(target: float) -> float:
+    """A computation target in percent of the full-precision BitOps, in (0, 100].
+
+    Raises:
+        ValueError: outside that range or not finite.
+    """
+    target = float(target)
+    if not 0 < target <= 100:
+        raise ValueError(f"the target is a percentage of the full network's BitOps in (0, 100], got {target:g}")
+    return target
+
+
+@register_recipe
+@dataclass
+class FractionalSkipping(Recipe):
+    """The three phases; a phase of 0 epochs is left out (``pretrain=0`` with a trained backbone).
+
+    Attributes:
+        target: the computation to reach, in percent of the full-precision BitOps.
+        beta: the weight of the cost in the loss.
+        pretrain, gates, joint: epochs of each phase.
+        choices: the gates' choices (0 skips; 32 is full precision).
+    """
+
+    name = "dfs"
+    target: float = 50.0
+    beta: float = 2.0
+    pretrain: int = 8
+    gates: int = 3
+    joint: int = 4
+    choices: list[int] = field(default_factory=lambda: list(DEFAULT_CHOICES))
+
+    def __post_init__(self) -> None:
+        self.target = check_target(self.target)
+        if not (self.beta >= 0 and self.beta < float("inf")):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        for phase in PHASES:
+            value = getattr(self, phase)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"the {phase} phase's epochs must be a whole number >= 0, got {value!r}")
+        if not any(getattr(self, p) for p in PHASES):
+            raise ValueError("give at least one phase some epochs")
+        self.choices = check_choices(self.choices)
+
+    def _phases(self) -> list[str]:
+        return [p for p in PHASES if getattr(self, p)]
+
+    def phases(self, model: nn.Module) -> list[str]:
+        return self._phases()
+
+    def phase_epochs(self, phase: int) -> int:
+        return getattr(self, self._phases()[phase])
+
+    def parameters(self, model: nn.Module, phase: int) -> Iterator[nn.Parameter]:
+        name = self._phases()[phase]
+        if name == "pretrain":
+            return model.backbone.parameters()
+        if name == "gates":
+            return model.gate.parameters()
+        return model.parameters()
+
+    def begin(self, model: nn.Module, phase: int) -> None:
+        model.mode = "full" if self._phases()[phase] == "pretrain" else "gated"
+
+    def end(self, model: nn.Module, phase: int) -> None:
+        model.mode = "gated"
+
+    def train_mode(self, model: nn.Module, phase: int) -> None:
+        model.train()
+        if self._phases()[phase] == "gates":
+            model.backbone.eval()  # frozen: batch-norm statistics stay as pretrained
+
+    def losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: torch.Generator,
+               phase: int) -> Iterator[torch.Tensor]:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if model.mode == "gated":
+            cost = model.last_bitops.mean()
+            sign = 1.0 if cost.item() > self.target / 100 else -1.0
+            loss = loss + sign * self.beta * cost
+        yield loss
+
+    def evaluate(self, model: nn.Module, data: Dataset, phase: int) -> dict:
+        mode = model.mode
+        model.mode = "full" if self._phases()[phase] == "pretrain" else "gated"
+        try:
+            metrics = {"test_accuracy": accuracy(model, data.test_x, data.test_y)}
+            if model.mode == "gated":
+                with torch.no_grad():
+                    model.eval()
+                    model(data.test_x[:1000])
+                metrics["bitops_ratio"] = round(model.last_bitops.mean().item(), 6)
+            return metrics
+        finally:
+            model.mode = mode

@@ -1,0 +1,177 @@
+"""Dynamic fractional skipping: the quantizer, cost accounting, the gate's gradient, real skipping,
+training in three phases, the baselines, and bad input."""
+
+import pytest
+import torch
+
+from dynscale import get_model
+from dynscale.cost import count_macs
+from dynscale.dfs import (
+    DFSNet,
+    FractionalSkipping,
+    check_choices,
+    check_target,
+    dfs_curves,
+    fake_quantize,
+    plot_choices,
+    quantize_weight,
+    train_dfs_run,
+)
+from dynscale.train import TrainConfig
+
+from tiny import tiny_options
+
+
+def test_the_quantizer_rounds_to_its_levels_and_passes_the_gradient_straight_through():
+    x = torch.tensor([-1.0, 0.0, 0.1, 0.5, 0.74, 0.76, 2.0], requires_grad=True)
+    q = fake_quantize(x, 2, 0.0, 1.5)  # 4 levels: 0, 0.5, 1, 1.5
+    assert q.tolist() == [0.0, 0.0, 0.0, 0.5, 0.5, 1.0, 1.5]
+    q.sum().backward()
+    assert x.grad.tolist() == [1.0] * 7  # straight through, clamped values included
+    assert torch.equal(fake_quantize(x, 32, 0.0, 1.0), x)  # full precision is the identity
+    w = torch.linspace(-1, 1, 101)
+    levels = quantize_weight(w, 3).unique()
+    assert len(levels) == 8 and levels.min() == -1 and levels.max() == 1
+
+
+def tiny_dfs(seed=0, choices=(0, 8, 16, 32)):
+    torch.manual_seed(seed)
+    backbone = get_model("resnet", **tiny_options("resnet"), profile="all-one")  # 3 blocks: 2 gated
+    return DFSNet(backbone, choices).eval()
+
+
+def force(net, choice_index):
+    with torch.no_grad():
+        net.gate.score.weight.zero_()
+        net.gate.score.bias.fill_(-10.0)
+        net.gate.score.bias[choice_index] = 10.0
+
+
+def test_cost_accounting_on_a_hand_computed_case():
+    net = tiny_dfs()
+    x = torch.rand(4, 1, 8, 8)
+    # ResNet-8 at width 0.5: 8, 16, 32 channels; the gated blocks are stage 2 (8→16, stride 2,
+    # 4×4) and stage 3 (16→32, stride 2, 2×2); their two 3×3 convolutions:
+    stage2 = 16 * 8 * 9 * 16 + 16 * 16 * 9 * 16
+    stage3 = 32 * 16 * 9 * 4 + 32 * 32 * 9 * 4
+    assert net.block_macs == [stage2, stage3]
+    assert net.full_macs == count_macs(net.backbone, x[:1])
+    gates = net.gate_macs / len(net.block_macs)  # per block
+    for index, bits in enumerate(net.choices):
+        force(net, index)
+        with torch.no_grad():
+            net(x)
+        expected = (net.fixed_macs + (stage2 + stage3) * (bits / 32) ** 2) / net.full_macs
+        expected += sum(net.gate.macs(i) for i in range(2)) / net.full_macs
+        assert net.last_bitops.tolist() == pytest.approx([expected] * 4)
+        performed = net.fixed_macs + (stage2 + stage3 if bits else 0) + sum(net.gate.macs(i) for i in range(2))
+        assert net.last_macs.tolist() == pytest.approx([performed] * 4)
+        assert (net.last_choices == index).all()
+    assert gates > 0
+
+
+def test_full_precision_is_the_backbone():
+    net = tiny_dfs()
+    x = torch.rand(5, 1, 8, 8)
+    force(net, len(net.choices) - 1)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net.backbone(x))
+        net.mode = "full"
+        torch.testing.assert_close(net(x), net.backbone(x))
+
+
+def test_the_gates_straight_through_gradient_reaches_the_gate():
+    net = tiny_dfs().train()
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 10
+    loss = torch.nn.functional.cross_entropy(net(x), y) + net.last_bitops.mean()
+    loss.backward()
+    for name, parameter in net.gate.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_a_block_every_example_skips_runs_no_convolution():
+    net = tiny_dfs()
+    force(net, 0)  # skip
+    calls = []
+    for runner in net.runners:
+        for conv in (runner.block.conv1, runner.block.conv2):
+            conv.register_forward_pre_hook(lambda *_: calls.append(1))
+    quantized = [0]
+    import dynscale.dfs.model as model
+
+    original = model._conv
+    model._conv = lambda *a: (quantized.__setitem__(0, quantized[0] + 1), original(*a))[1]
+    try:
+        with torch.no_grad():
+            net(torch.rand(6, 1, 8, 8))
+    finally:
+        model._conv = original
+    assert calls == [] and quantized == [0]
+    assert (net.last_choices == 0).all()
+
+
+def test_each_example_takes_its_own_choice_in_one_batch():
+    net = tiny_dfs(seed=3)
+    x = torch.rand(12, 1, 8, 8) * torch.linspace(0.1, 3, 12)[:, None, None, None]
+    with torch.no_grad():
+        net.gate.score.bias.zero_()
+        torch.nn.init.normal_(net.gate.score.weight, std=100.0)  # choices that differ between examples
+        batch = net(x)
+        choices = net.last_choices.clone()
+        alone = torch.cat([net(x[i:i + 1]) for i in range(12)])
+    assert len(choices.unique()) > 1
+    torch.testing.assert_close(batch, alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: check_target(0), r"in \(0, 100\]"),
+    (lambda: check_target(120), r"in \(0, 100\]"),
+    (lambda: check_target(float("nan")), r"in \(0, 100\]"),
+    (lambda: check_choices([]), "at least two choices"),
+    (lambda: check_choices([16]), "at least two choices"),
+    (lambda: check_choices([0, -4]), "a bit-width from 1 to 32"),
+    (lambda: check_choices([0, 64]), "a bit-width from 1 to 32"),
+    (lambda: check_choices([0, 8, 8]), "each choice once"),
+    (lambda: FractionalSkipping(beta=-1), "beta"),
+    (lambda: FractionalSkipping(pretrain=0, gates=0, joint=0), "at least one phase"),
+    (lambda: DFSNet(get_model("vgg16", width_mult=0.125)), "registered ResNets"),
+])
+def test_bad_settings_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.slow
+def test_three_phases_train_resume_and_sweep_with_the_baselines(tmp_path, synthetic):
+    from dynscale.idp import train_run
+    from dynscale.runs import load_run
+
+    options = {"width_mult": 0.5, "blocks_per_stage": 1}
+    config = TrainConfig(epochs=2, train_limit=600, batch_size=50)
+    recipe = FractionalSkipping(target=40, pretrain=1, gates=1, joint=1, choices=[0, 8, 32])
+    run = train_dfs_run(tmp_path / "dfs", "resnet", synthetic, config, recipe, options, progress=False)
+    loaded = load_run(run)
+    assert loaded.kind == "dfs" and loaded.model.choices == [0, 8, 32]
+    assert [p["phase"] for p in loaded.metrics["phases"]] == ["pretrain", "gates", "joint"]
+    assert 0 < loaded.metrics["bitops_ratio"] <= 1.1
+    backbone = train_run(tmp_path / "backbone", "resnet", synthetic, config,
+                         model_options={"profile": "all-one", **options}, progress=False)
+    skipnet = train_dfs_run(tmp_path / "skipnet", "resnet", synthetic, config,
+                            FractionalSkipping(target=60, gates=1, joint=0, choices=[0, 32]), backbone_run=backbone,
+                            progress=False)
+    assert [p["phase"] for p in load_run(skipnet).metrics.get("phases", [{"phase": "gates"}])] == ["gates"]
+    curves = dfs_curves([run, skipnet, backbone, run], static_bits=[8, 16], int8=True, progress=False)
+    methods = [(c.curve, [p.label for p in c.points]) for c in curves]
+    # The gated runs of one method form one curve (here the same run twice), the baselines follow.
+    assert methods[:2] == [("dfs", ["dfs (target 40%)"] * 2), ("skipnet", ["skipnet (target 60%)"])]
+    assert methods[2:] == [("full precision", ["full precision"]), ("static", ["8 bits", "16 bits"]),
+                           ("onnxruntime", ["float32", "int8"])]
+    static = curves[3].points
+    assert static[0].bitops_ratio < static[1].bitops_ratio < 1 and static[0].savings["bitops"] == "counted"
+    int8 = curves[4].points[1]
+    float32 = curves[4].points[0]
+    assert int8.bitops_ratio == pytest.approx(1 / 16), (float32.accuracy, int8.accuracy)
+    assert float32.accuracy == pytest.approx(curves[2].points[0].accuracy, abs=0.01)  # ONNX Runtime = PyTorch
+    assert int8.accuracy > float32.accuracy - 0.1
+    assert "choices" in curves[0].points[0].extra and len(curves[0].points[0].extra["choices"]) == 2
+    assert plot_choices(curves, tmp_path / "choices.png").read_bytes()[:4] == b"\x89PNG"

@@ -142,7 +142,7 @@ def test_bad_settings_are_refused(make, match):
 
 
 @pytest.mark.slow
-def test_three_phases_train_resume_and_sweep_with_the_baselines(tmp_path, synthetic):
+def test_three_phases_train_and_sweep_with_the_baselines(tmp_path, synthetic):
     from dynscale.idp import train_run
     from dynscale.runs import load_run
 

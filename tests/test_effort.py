@@ -129,6 +129,52 @@ def test_sfma_replaces_uniform_windows_by_their_mean_and_counts_exactly(backend)
     assert layer.last_macs.tolist() == [statistics + positions * 4 * (1 + 2 * 9)]
 
 
+def test_active_knobs_that_find_nothing_to_skip_give_the_dense_layer(backend):
+    # Active settings, on inputs where they find nothing: SPET's threshold below every partial
+    # sum, SDSS on maps that are neither small nor smooth, SFMA on windows that are never uniform.
+    torch.manual_seed(0)
+    layer = conv_layer(4, 3, 3, 1, bias=torch.full((3,), 50.0))
+    x = torch.rand(2, 4, 7, 7) * 10  # no window is flat
+    dense = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
+    full = float(3 * 4 * 9 * 49)
+    for effort, extra in [(LayerEffort(spet=SPET(0.5, 1e-3)), 0.0),
+                          (LayerEffort(sdss=SDSS(2, 1e-3, 1e-6)), 0.0),
+                          (LayerEffort(sfma=SFMA(1e-9)), 4 * 9 * 49)]:  # SFMA pays for its x² window sums
+        layer.effort = effort
+        torch.testing.assert_close(layer(x), dense, rtol=1e-5, atol=1e-4)
+        assert layer.last_macs.tolist() == [full + extra] * 2, effort
+
+
+def test_sdss_without_relu_fills_only_small_magnitudes():
+    # Large negative outputs are significant: a layer without ReLU keeps them exact.
+    torch.manual_seed(0)
+    layer = conv_layer(2, 2, 3, 1, weight=-torch.rand(2, 2, 3, 3), bias=torch.full((2,), -40.0), relu=False)
+    layer.effort = LayerEffort(sdss=SDSS(2, 1.0, 0.0))
+    x = torch.rand(1, 2, 9, 9) * 5
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, layer.bias, padding=1), rtol=1e-5, atol=1e-4)
+
+
+def test_linear_spet_with_every_input_in_the_partial_sum_is_dense():
+    torch.manual_seed(0)
+    layer = EffortLinear(torch.randn(5, 6), torch.randn(5), relu=True)
+    x = torch.randn(4, 6)
+    layer.effort = LayerEffort(spet=SPET(1.0, 10.0))
+    torch.testing.assert_close(layer(x), F.relu(F.linear(x, layer.weight, layer.bias)))
+
+
+def test_a_batch_norm_after_the_relu_keeps_its_channels():
+    # Conv → ReLU → BN cannot fold the BN: the channels are then not permuted through it.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    bn = model[2]
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    x = torch.randn(3, 1, 6, 6)
+    net = EffortNet(model, calibration=x)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (1, 0, 1)])
 @pytest.mark.parametrize("first, threshold", [(6, float("-inf")), (3, 0.0), (2, 0.5)])
 @pytest.mark.parametrize("masks", [False, True])

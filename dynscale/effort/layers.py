@@ -124,7 +124,8 @@ class EffortConv2d(EffortLayer):
             return done
         high = F.max_pool2d(coarse, 2, 1)  # (B, C, Hg-1, Wg-1): the four corners of each cell
         low = -F.max_pool2d(-coarse, 2, 1)
-        calm = (high < sdss.insignificant) | (high - low < sdss.spread)  # (B, C, Hg-1, Wg-1)
+        largest = F.max_pool2d(coarse.abs(), 2, 1)  # |y|: without a ReLU, outputs may be negative
+        calm = (largest < sdss.insignificant) | (high - low < sdss.spread)  # (B, C, Hg-1, Wg-1)
         # A neuron is filled when every cell touching it is calm in its map: cell centres sit at
         # odd positions of the fine grid, and a 3×3 maximum gathers the cells around a position.
         extent = (s * (hg - 1) + 1, s * (wg - 1) + 1)
@@ -170,19 +171,16 @@ class EffortLinear(EffortLayer):
         x = self._ordered(x)
         n_out, k = self.weight.shape
         spet = self.effort.spet
-        if not spet.active:
+        first = max(1, min(k, round(spet.fraction * k)))
+        if not spet.active or first == k:  # with every input in the partial sum, nothing to skip
             y = F.linear(x, self.weight, self.bias)
             self.last_macs = torch.full((len(x),), float(n_out * k), dtype=torch.float64)
             return F.relu(y) if self.relu else y
-        first = max(1, min(k, round(spet.fraction * k)))
         partial = F.linear(x[:, :first], self.weight[:, :first], self.bias)  # (B, N_out)
         needed = partial >= spet.threshold
         pairs = needed.nonzero()  # (N, 2): (example, neuron)
         y = torch.zeros_like(partial)
-        if first < k:
-            y[needed] = partial[needed] + linear_at(x[:, first:], self.weight[:, first:], pairs)
-        else:
-            y[needed] = partial[needed]
+        y[needed] = partial[needed] + linear_at(x[:, first:], self.weight[:, first:], pairs)
         self.last_macs = (torch.full((len(x),), float(n_out * first), dtype=torch.float64)
                           + needed.sum(1).to(torch.float64) * (k - first))
         return F.relu(y)

@@ -18,8 +18,10 @@ from ..layers import WidthScaled
 from .layers import EffortConv2d, EffortLayer, EffortLinear
 from .settings import EffortSettings, LayerEffort
 
-# Modules between two layers that keep each channel to itself (a permutation passes through).
-CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity, nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)
+# Modules between two layers that keep each channel to itself and hold no per-channel state, so
+# a permutation of the channels passes through. (A batch-norm that could not be folded has
+# per-channel statistics: the next layer then reads its inputs in order instead.)
+CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity, nn.Dropout)
 CHAIN_MODELS = ("mlp", "vgg16")
 
 

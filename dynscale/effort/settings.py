@@ -22,7 +22,8 @@ class SPET:
     The partial sum over the first ``fraction`` of the input channels (ordered offline by
     significance) is computed; where a neuron's is below ``threshold``, its output is 0 and
     the rest of its sum is skipped.
-    ``fraction=1, threshold=0`` does nothing (it is ReLU itself).
+    With ``fraction=1`` the whole sum is the partial sum: nothing is skipped and the threshold
+    is not applied (``fraction=1, threshold=0`` is ReLU itself).
     """
 
     fraction: float = 1.0
@@ -109,7 +110,7 @@ class LayerEffort:
             raise ValueError(f"{where} has unknown knob {', '.join(unknown)}; the knobs are {', '.join(KNOBS)}")
         try:
             return cls(SPET(**doc.get("spet", {})), SDSS(**doc.get("sdss", {})), SFMA(**doc.get("sfma", {})))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{where}: {e}") from None
 
 

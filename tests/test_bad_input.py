@@ -44,6 +44,8 @@ def world(tmp_path_factory):
               progress=False)
     train_early_exit_run(root / "ee", "mlp", data, TrainConfig(epochs=1, holdout=40), ["layer1"],
                          model_options={"hidden": [8, 8]}, progress=False)
+    train_run(root / "resnet", "resnet", data, quick,
+              model_options={"width_mult": 0.25, "blocks_per_stage": 1, "profile": "all-one"}, progress=False)
     for name, hidden, holdout in (("c0", [4], 40), ("c1", [32, 32], 40), ("c2", [64], 20)):
         train_run(root / name, "mlp", data, TrainConfig(epochs=1, holdout=holdout), model_options={"hidden": hidden},
                   progress=False)
@@ -345,6 +347,11 @@ CASES = [
     (["dfs", "train", "--data", "synthetic", "--target", "50", "--pretrain-epochs", "0", "--gate-epochs", "0",
       "--joint-epochs", "0", "--out", NEW], "--joint-epochs"),
     (["dfs", "train", "--data", "synthetic", "--target", "50", "--out", "{mlp}"], "--force"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--backbone", "{resnet}", "--width-mult", "0.5",
+      "--out", NEW], "leave out --model, --width-mult and --set"),
+    (["dfs", "train", "--data", "synthetic", "--target", "50", "--backbone", "{resnet}", "--model", "resnet74",
+      "--out", NEW], "leave out --model"),
+    (["dfs", "sweep", "{resnet}", "--choices-plot", "{root}/choices.png"], "--choices-plot"),
     (["dfs", "sweep", "{mlp}"], "ResNet runs"),
     (["dfs", "sweep", "{root}/missing"], "{root}/missing"),
     (["dfs", "sweep", "{ee}", "--static-bits", "0"], "--static-bits"),
@@ -377,7 +384,7 @@ def test_there_are_at_least_150_cases():
 @pytest.mark.parametrize("args, fragment", CASES, ids=[" ".join(a)[:70] for a, _ in CASES])
 def test_bad_input_is_one_line_naming_the_option_and_changes_nothing(args, fragment, world, capsys, monkeypatch):
     monkeypatch.chdir(world)  # commands with default outputs (compare, demo, reproduce) would write here
-    subs = {"root": world, **{name: world / name for name in ("mlp", "vgg", "ee", "c0", "c1", "c2")}}
+    subs = {"root": world, **{name: world / name for name in ("mlp", "vgg", "ee", "c0", "c1", "c2", "resnet")}}
     before = snapshot(world)
     code, err = run([a.format(**subs) for a in args], capsys)
     assert code == 2, err

@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     dfs = p.add_subparsers(dest="dfs_command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = dfs.add_parser("train", help="pretrain a ResNet, then its gates, then both, at a computation target")
-    p.add_argument("--model", type=opt.model_name, default="resnet38", help="resnet38, resnet74 or resnet")
+    p.add_argument("--model", type=opt.model_name, default=None,
+                   help="resnet38 (the default), resnet74 or resnet; with --backbone, the backbone's")
     p.add_argument("--data", type=opt.data_name, default="digits", help="digits, fashion-mnist, mnist, synthetic or "
                    "idx:DIR")
     p.add_argument("--width-mult", type=opt.number(0.0, low_open=True), default=None,

@@ -463,7 +463,7 @@ def dfs_train(args: argparse.Namespace) -> None:
     from ..runs import RunConfig, check_output
 
     check_output(args.out, args.force)
-    if args.model not in RESNETS:
+    if args.model is not None and args.model not in RESNETS:
         raise DynscaleError(f"--model: fractional skipping takes {', '.join(RESNETS)}, not {args.model!r}")
     with about("--choices"):
         from ..dfs import check_choices
@@ -477,12 +477,16 @@ def dfs_train(args: argparse.Namespace) -> None:
     config = _training_config(args)
     data = _dataset(args.data)
     options = {**dict(args.set), **({"width_mult": args.width_mult} if args.width_mult is not None else {})}
+    model = args.model or "resnet38"
     if args.backbone is None:
-        options = _check_model_options(args.model, {"profile": "all-one", **options}, data)
+        options = _check_model_options(model, {"profile": "all-one", **options}, data)
     else:
+        if args.model or options:
+            raise DynscaleError("with --backbone the model and its options are the backbone run's; leave out "
+                                "--model, --width-mult and --set")
         _width_run(args.backbone, "--backbone")
     _check_fit(config, data)
-    out = train_dfs_run(args.out, args.model, data, config, recipe, options, backbone_run=args.backbone,
+    out = train_dfs_run(args.out, model, data, config, recipe, options, backbone_run=args.backbone,
                         force=args.force, resume=args.resume, checkpoint_every=args.checkpoint_every)
     metrics = RunConfig.read(out).metrics
     share = 100 * metrics.get("bitops_ratio", 1.0)
@@ -497,11 +501,15 @@ def dfs_sweep(args: argparse.Namespace) -> None:
 
     if args.choices_plot is not None:
         check_file_output(args.choices_plot, "--choices-plot")
+    kinds = []
     for run in args.runs:
         config = RunConfig.read(run)
+        kinds.append(config.kind)
         if config.kind != "dfs" and not (config.kind == "width" and config.model_name in RESNETS):
             raise DynscaleError(f"{run} is a {config.kind} run of {config.model_name}; give DFS runs (dynscale dfs "
                                 "train) or ResNet runs (for the static and int8 baselines)")
+    if args.choices_plot is not None and "dfs" not in kinds:
+        raise DynscaleError("--choices-plot draws what the gates chose: give at least one DFS run (dynscale dfs train)")
     data = _dataset(args.data) if args.data else None
     timing = _timing(args, runtimes=["torch"]) if args.latency else None
     curves = dfs_curves(args.runs, args.static_bits, args.int8, data, timing)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .layers import IncompleteBatchNorm1d, IncompleteBatchNorm2d, IncompleteConv2d, IncompleteLinear
+from .models.common import replace_module
 from .profiles import ProfileSpec
 
 PASS_THROUGH = (
@@ -219,6 +220,5 @@ def convert(model: nn.Module, profile: ProfileSpec = "linear",
             new = _incomplete_batchnorm(module)
         else:
             continue
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, new)
+        replace_module(model, name, new)
     return model

@@ -15,7 +15,7 @@ from .eval.runtime import onnx_bytes
 from .files import atomic_write
 from .layers import IncompleteConv2d, IncompleteLinear, Sign, WidthScaled, check_width, set_width
 from .layers.batchnorm import _IncompleteBatchNorm
-from .models.common import input_shape
+from .models.common import input_shape, replace_module
 from .models.multiprofile import MultiProfileModel
 from .runs import (
     ModelSpec,
@@ -98,8 +98,7 @@ def dense(model: nn.Module, width: float) -> nn.Module:
     for name, module in list(out.named_modules()):
         for cls, convert in converters.items():
             if isinstance(module, cls):
-                parent, _, attr = name.rpartition(".")
-                setattr(out.get_submodule(parent) if parent else out, attr, convert(module))
+                replace_module(out, name, convert(module))
                 break
     leftover = [type(m).__name__ for m in out.modules() if isinstance(m, WidthScaled)]
     if leftover:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import WidthScaled
+from ..models.common import replace_module
 from .layers import EffortConv2d, EffortLayer, EffortLinear
 from .settings import EffortSettings, LayerEffort
 
@@ -34,11 +35,6 @@ def _fold(layer: nn.Module, bn: nn.Module | None) -> tuple[torch.Tensor, torch.T
         1 / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
     return weight * scale.view(-1, *[1] * (weight.dim() - 1)), (bias - bn.running_mean) * scale + shift
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, attr, new)
 
 
 def _is_chain(model: nn.Module) -> bool:
@@ -121,9 +117,9 @@ class EffortNet(nn.Module):
             weight, bias = _fold(module, bn)
             layer = EffortConv2d(weight, bias, module, relu) if isinstance(module, nn.Conv2d) else \
                 EffortLinear(weight, bias, relu)
-            _replace(plain, name, layer)
+            replace_module(plain, name, layer)
             for offset in range(1, relu_at + 1 + relu):  # the folded batch-norm and the fused ReLU
-                _replace(plain, leaves[i + offset][0], nn.Identity())
+                replace_module(plain, leaves[i + offset][0], nn.Identity())
             names.append(name)
         if not names:
             raise ValueError("the model has no convolution or linear layer to put effort knobs on")

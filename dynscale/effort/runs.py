@@ -70,9 +70,9 @@ def tune_run(run_dir: str | Path, max_losses: Sequence[float], knobs: Sequence[s
     held, where = held_out(run.config, dataset, examples)
     net = EffortNet(run.model, calibration=held[0][:CALIBRATION])
     tuned = []
+    dense_acc, dense_macs = evaluate_settings(net, dataset.test_x, dataset.test_y, EffortSettings())
     for result in tune(net, held, max_losses, knobs, progress):
         test_acc, test_macs = evaluate_settings(net, dataset.test_x, dataset.test_y, result.settings)
-        dense_acc, dense_macs = evaluate_settings(net, dataset.test_x, dataset.test_y, EffortSettings())
         tuned.append({"max_loss": result.max_loss, "settings": result.settings.to_json(),
                       "held_accuracy": result.accuracy, "held_broken": result.broken, "held_macs": result.macs,
                       "held_dense_accuracy": result.dense_accuracy, "held_dense_macs": result.dense_macs,

@@ -9,6 +9,12 @@ from torch import nn
 from ..profiles import ProfileSpec
 
 
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Puts ``new`` in place of ``root``'s submodule ``name`` (a dotted path)."""
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
+
+
 @dataclass
 class ConvNetConfig:
     """Input shape, classes, channel scaling and profile of a convolutional network."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import IncompleteLayer, WidthScaled, check_width
+from .common import replace_module
 from .registry import get_model
 
 
@@ -50,11 +51,6 @@ def check_profile_ranges(ranges: list[tuple[float, float]]) -> None:
             raise ValueError(f"profile ranges must be contiguous: {a}-{b} is followed by {nxt[0]}-{nxt[1]}")
 
 
-def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    setattr(module.get_submodule(parent_name) if parent_name else module, attr, new)
-
-
 class MultiProfileModel(WidthScaled):
     """Members sharing their middle incomplete layers; the width picks the member.
 
@@ -81,7 +77,7 @@ class MultiProfileModel(WidthScaled):
         self.shared_names = names[1:-1] if shared else []  # the first and last layer stay private
         for member in members[1:]:
             for name in self.shared_names:
-                _replace(member, name, members[0].get_submodule(name))
+                replace_module(member, name, members[0].get_submodule(name))
 
     def profile_index(self, p: float) -> int:
         """The profile whose range holds width ``p``."""

@@ -165,6 +165,16 @@ def _check_parent(path: Path, option: str) -> None:
                             f"choose a path outside it")
 
 
+def _directory_given(path: str | Path, option: str) -> Path:
+    """``path`` as a directory to write: not empty, not an existing file."""
+    if not str(path).strip():
+        raise DynscaleError(f"{option} is empty; give the directory to write")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DynscaleError(f"{option} {path} is a file, not a directory; choose another {option}")
+    return path
+
+
 def check_output(path: str | Path, force: bool = False, option: str = "--out") -> Path:
     """Checks, before any work, that a run (or another output directory) may be written at
     ``path``: not empty, not a file, not inside a run, its parent writable; an existing run is
@@ -173,11 +183,7 @@ def check_output(path: str | Path, force: bool = False, option: str = "--out") -
     Raises:
         DynscaleError: naming the option and what to do.
     """
-    if not str(path).strip():
-        raise DynscaleError(f"{option} is empty; give the directory to write")
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DynscaleError(f"{option} {path} is a file, not a directory; choose another {option}")
+    path = _directory_given(path, option)
     _check_parent(path, option)
     if path.is_dir() and any(path.iterdir()):
         if not is_run_directory(path):
@@ -196,11 +202,7 @@ def check_directory(path: str | Path, option: str = "--out") -> Path:
     Raises:
         DynscaleError: naming the option and what to do.
     """
-    if not str(path).strip():
-        raise DynscaleError(f"{option} is empty; give the directory to write")
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DynscaleError(f"{option} {path} is a file, not a directory; choose another {option}")
+    path = _directory_given(path, option)
     if is_run_directory(path):
         raise DynscaleError(f"{option} {path} is a run directory; choose another {option}")
     _check_parent(path, option)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cost import count_macs
+from ..cost import count_macs, eval_mode
 from .quant import FULL, RangeTracker, quantize_weight
 
 DEFAULT_CHOICES = (0, 8, 10, 12, 14, 16, FULL)  # 0 skips the block, FULL runs it at full precision
@@ -208,6 +208,21 @@ class DFSNet(nn.Module):
                 bitops = bitops + costs[i][choice] + self.gate.macs(i) / self.full_macs
         self.last_bitops, self.last_macs, self.last_choices = bitops, macs, chosen
         return backbone.classifier(backbone.pool(state).flatten(1))
+
+    @torch.no_grad()
+    def measure(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float, float,
+                                                                                        torch.Tensor]:
+        """In eval mode, in the current ``mode``, on ``(x, y)``: accuracy, mean MACs, mean BitOps
+        ratio, and each example's choice index per gated block, ``(N, gated blocks)``."""
+        correct, macs, bitops, chosen = 0, 0.0, 0.0, []
+        with eval_mode(self):
+            for start in range(0, len(x), batch_size):
+                logits = self(x[start:start + batch_size])
+                correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
+                macs += self.last_macs.sum().item()
+                bitops += self.last_bitops.sum().item()
+                chosen.append(self.last_choices)
+        return correct / len(x), macs / len(x), bitops / len(x), torch.cat(chosen)
 
     def _regrouped(self, runner: BlockRunner, state: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         """Each example through its own choice only: a skipped block costs its examples nothing."""

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
-from ..evaluation import accuracy
 from ..train import Recipe, register_recipe
 from .model import DEFAULT_CHOICES, check_choices
 
@@ -108,12 +107,10 @@ class FractionalSkipping(Recipe):
         mode = model.mode
         model.mode = "full" if self._phases()[phase] == "pretrain" else "gated"
         try:
-            metrics = {"test_accuracy": accuracy(model, data.test_x, data.test_y)}
+            test_accuracy, _, bitops, _ = model.measure(data.test_x, data.test_y)
+            metrics = {"test_accuracy": test_accuracy}
             if model.mode == "gated":
-                with torch.no_grad():
-                    model.eval()
-                    model(data.test_x[:1000])
-                metrics["bitops_ratio"] = round(model.last_bitops.mean().item(), 6)
+                metrics["bitops_ratio"] = round(bitops, 6)
             return metrics
         finally:
             model.mode = mode

@@ -77,16 +77,7 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
 
 def _measure(net: DFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> Measurement:
     """Accuracy, mean MACs, mean BitOps ratio and what the gates chose, on ``(x, y)``."""
-    net.eval()
-    correct, macs, bitops, chosen = 0, 0.0, 0.0, []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            logits = net(x[start:start + batch_size])
-            correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
-            macs += net.last_macs.sum().item()
-            bitops += net.last_bitops.sum().item()
-            chosen.append(net.last_choices)
-    chosen = torch.cat(chosen)  # (N, gated blocks)
+    accuracy, macs, bitops, chosen = net.measure(x, y, batch_size)
     labels = ["skip" if c == 0 else "full" if c == FULL else f"{c} bits" for c in net.choices]
     histogram = {block: {labels[c]: round((chosen[:, i] == c).float().mean().item(), 6) for c in range(len(labels))}
                  for i, block in enumerate(net.block_names)} if net.mode == "gated" else {}
@@ -95,7 +86,7 @@ def _measure(net: DFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 50
     if histogram:
         extra["choices"] = histogram
     params = sum(p.numel() for p in net.backbone.parameters())
-    return Measurement(correct / len(x), macs / len(x), params, bitops / len(x), extra)
+    return Measurement(accuracy, macs, params, bitops, extra)
 
 
 def _candidate(net: DFSNet, method: str, knobs: dict, label: str, mode: str, bits: int = FULL) -> Candidate:

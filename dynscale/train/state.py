@@ -175,11 +175,32 @@ def fit_resumable(trainer, state_dir: str | Path, meta: dict, resume: bool = Fal
         return trainer.fit()
 
 
+def is_state_directory(path: str | Path) -> bool:
+    """Whether ``path`` is a training state :func:`save_state` wrote: a real directory holding
+    only ``state.json`` (with the dynscale marker) and ``state.safetensors``."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        names = {p.name for p in path.iterdir()}
+        doc = json.loads((path / META).read_text()) if META in names else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return names <= {META, TENSORS} and isinstance(doc, dict) and doc.get("format") == STATE_FORMAT
+
+
+def _not_a_state(state_dir: Path) -> DynscaleError:
+    return DynscaleError(f"{state_dir} is not a training state written by dynscale, but dynscale keeps an unfinished "
+                         "training's state at that path; move it away (nothing of it is deleted), or choose another "
+                         "--out")
+
+
 def prepare_state(state_dir: str | Path, force: bool = False, resume: bool = False) -> Path:
     """Checks, before any work, what an unfinished earlier training left in ``state_dir``.
 
     Without ``resume``, an existing state is refused (it would be lost) unless ``force``,
-    which removes it; ``resume`` needs one.
+    which removes it; ``resume`` needs one. Anything at ``state_dir`` that is not a training
+    state dynscale wrote is refused, and never removed, even with ``force``.
 
     Raises:
         DynscaleError: naming the choice the user has.
@@ -188,10 +209,15 @@ def prepare_state(state_dir: str | Path, force: bool = False, resume: bool = Fal
     if resume:
         if not (state_dir / META).is_file():
             raise DynscaleError(f"there is no training state to resume at {state_dir}; drop --resume")
+        if not is_state_directory(state_dir):
+            raise _not_a_state(state_dir)
         return state_dir
-    if state_dir.exists():
+    if state_dir.exists() or state_dir.is_symlink():
+        if not is_state_directory(state_dir):
+            raise _not_a_state(state_dir)
         if not force:
             raise DynscaleError(f"an unfinished training left its state in {state_dir}; continue it with --resume, "
                                 "or start again with --force (which discards it)")
         shutil.rmtree(state_dir)
     return state_dir
+

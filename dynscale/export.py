@@ -5,6 +5,7 @@ run directory of kind ``dense`` (safetensors plus JSON, no pickle)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -121,20 +122,20 @@ def default_export_path(run_dir: str | Path, width: float, fmt: str) -> Path:
     return run_dir.parent / f"{run_dir.name}-w{width:g}{'.onnx' if fmt == 'onnx' else ''}"
 
 
-def check_export_output(out: str | Path, fmt: str, force: bool = False) -> Path:
-    """Checks an export's destination before any work: never a run directory or inside one;
-    an existing export is replaced only with ``force``.
+def check_export_output(out: str | Path, fmt: str, force: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+    """Checks an export's destination before any work: never a run directory or inside one,
+    never one of ``inputs``; an existing export is replaced only with ``force``.
 
     Raises:
         DynscaleError: naming what to do.
     """
     out = Path(out)
     if fmt == "onnx":
-        return check_file_output(out, "--out", force)
+        return check_file_output(out, "--out", force, inputs)
     if is_run_directory(out) and RunConfig.read(out).kind != "dense":
         raise DynscaleError(f"--out {out} is a run directory; an export never writes into a run, choose another "
                             "--out")
-    return check_output(out, force)
+    return check_output(out, force, inputs=inputs)
 
 
 def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | Path | None = None,
@@ -152,7 +153,7 @@ def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose {' or '.join(EXPORT_FORMATS)}")
     width = check_width(width)
-    out = check_export_output(out if out else default_export_path(run_dir, width, fmt), fmt, force)
+    out = check_export_output(out if out else default_export_path(run_dir, width, fmt), fmt, force, [run_dir])
     run = load_run(run_dir)
     if run.kind != "width":
         raise DynscaleError(f"{run_dir} is a {run.kind} run; export exports a width of a run trained with "

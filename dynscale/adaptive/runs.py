@@ -65,7 +65,7 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
         DynscaleError: if the pretrained backbone saw the held-out examples, or does not fit
             the data, or ``out`` cannot be written (all before any training).
     """
-    out = check_output(out, force)
+    out = check_output(out, force, inputs=[backbone_run])
     state_dir = prepare_state(state_directory(out), force, resume)
     dataset = load_dataset(data) if isinstance(data, str) else data
     config = dataclasses.replace(config, holdout=config.holdout or default_holdout(dataset))

@@ -14,6 +14,7 @@ import sys
 from .. import __version__
 from ..effort.settings import parse_knobs
 from ..errors import DynscaleError, TrainingInterrupted
+from ..files import release_outputs
 from ..progress import set_quiet
 from . import commands
 from . import options as opt
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         torch.set_num_threads(threads)
         set_quiet(False)
+        release_outputs()  # the outputs a failed command claimed but never wrote
     return 0
 
 

@@ -37,6 +37,19 @@ def _dataset(name: str, flag: str = "--data"):
         return load_dataset(name)
 
 
+def inputs(args: argparse.Namespace) -> list[Path]:
+    """What a command reads (its runs, a report, an ``idx:`` data directory), which none of
+    its outputs may be, hold or lie in."""
+    found = []
+    for name in ("run", "runs", "backbone", "sweep"):
+        value = getattr(args, name, None)
+        found += [Path(v) for v in (value if isinstance(value, list) else [value]) if v is not None]
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and data.startswith("idx:"):
+        found.append(Path(data[len("idx:"):]))
+    return found
+
+
 def prepare(args: argparse.Namespace) -> None:
     """What every command does first: progress bars, threads, and the report files checked."""
     import torch
@@ -51,7 +64,7 @@ def prepare(args: argparse.Namespace) -> None:
     for form in REPORTS:
         path = getattr(args, form, None)
         if path is not None:
-            check_file_output(path, f"--{form}")
+            check_file_output(path, f"--{form}", inputs=inputs(args))
             if path.resolve() in seen:
                 raise DynscaleError(f"--{form} and --{seen[path.resolve()]} name the same file {path}; give each its "
                                     "own")
@@ -175,7 +188,7 @@ def train(args: argparse.Namespace) -> None:
     from ..idp import train_run
     from ..runs import RunConfig, check_output
 
-    check_output(args.out, args.force)
+    check_output(args.out, args.force, inputs=inputs(args))
     recipe = _width_recipe(args)
     config = _training_config(args)
     data = _dataset(args.data)
@@ -235,7 +248,7 @@ def reproduce(args: argparse.Namespace) -> None:
     from ..runs import check_directory
 
     out = args.out or Path(f"runs/reproduce-{args.paper}{'-quick' if args.quick else ''}")
-    check_directory(out)
+    check_directory(out, inputs=inputs(args))
     unknown = sorted(set(args.only or []) - set(load_plan(args.paper)["experiments"]))
     if unknown:
         raise DynscaleError(f"--only: unknown experiment {', '.join(unknown)}; choose from "
@@ -254,7 +267,7 @@ def compare(args: argparse.Namespace) -> None:
     if args.width_mult is not None:
         _check_model_options(args.model, {"width_mult": args.width_mult})
     out = args.out or Path(f"runs/compare-{args.model}-{args.data}")
-    check_directory(out)
+    check_directory(out, inputs=inputs(args))
     _dataset(args.data)
     run_compare(args.model, args.data, out, widths=args.widths, epochs=args.epochs, train_limit=args.train_limit,
                 width_mult=args.width_mult, seed=args.seed, batch_size=args.batch_size, force=args.force)
@@ -332,7 +345,7 @@ def adaptive_train(args: argparse.Namespace) -> None:
     from ..models import model_info
     from ..runs import RunConfig, check_output, load_run
 
-    check_output(args.out, args.force)
+    check_output(args.out, args.force, inputs=inputs(args))
     config = _training_config(args)
     data = _dataset(args.data)
     options = _model_options(args)
@@ -398,7 +411,7 @@ def adaptive_cascade(args: argparse.Namespace) -> None:
     if len(args.runs) < 2:
         raise DynscaleError("a cascade needs at least two runs, cheapest first")
     if args.save is not None:
-        check_output(args.save, args.force, "--save")
+        check_output(args.save, args.force, "--save", inputs=inputs(args))
     for run in args.runs:
         _width_run(run, "a cascade")
     options = _adaptive_options(args)
@@ -420,7 +433,7 @@ def effort_tune(args: argparse.Namespace) -> None:
     from ..runs import RunConfig, check_output
 
     config = _width_run(args.run, "effort tune")
-    out = check_output(args.out or default_output(args.run, args.knobs), args.force)
+    out = check_output(args.out or default_output(args.run, args.knobs), args.force, inputs=inputs(args))
     if config.model_name not in CHAIN_MODELS or config.profile_ranges:
         several = " of several members" if config.profile_ranges else ""
         raise DynscaleError(f"{args.run} is a {config.model_name} run{several}; effort knobs take single "
@@ -462,7 +475,7 @@ def dfs_train(args: argparse.Namespace) -> None:
     from ..dfs.runs import RESNETS
     from ..runs import RunConfig, check_output
 
-    check_output(args.out, args.force)
+    check_output(args.out, args.force, inputs=inputs(args))
     if args.model is not None and args.model not in RESNETS:
         raise DynscaleError(f"--model: fractional skipping takes {', '.join(RESNETS)}, not {args.model!r}")
     with about("--choices"):
@@ -500,7 +513,7 @@ def dfs_sweep(args: argparse.Namespace) -> None:
     from ..runs import RunConfig, check_file_output
 
     if args.choices_plot is not None:
-        check_file_output(args.choices_plot, "--choices-plot")
+        check_file_output(args.choices_plot, "--choices-plot", inputs=inputs(args))
     kinds = []
     for run in args.runs:
         config = RunConfig.read(run)

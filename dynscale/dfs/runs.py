@@ -49,7 +49,7 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
         DynscaleError: before any training, for a backbone that is not a trained ResNet of the
             data, or an output that cannot be written.
     """
-    out = check_output(out, force)
+    out = check_output(out, force, inputs=[backbone_run])
     state_dir = prepare_state(state_directory(out), force, resume)
     dataset = load_dataset(data) if isinstance(data, str) else data
     seed_everything(config.seed)

@@ -60,7 +60,7 @@ def tune_run(run_dir: str | Path, max_losses: Sequence[float], knobs: Sequence[s
         The effort run directory. Its config records, per bound, the settings and their accuracy
         and MACs on the held-out data and on the test split (which the search never saw).
     """
-    out = check_output(out or default_output(run_dir, knobs), force)
+    out = check_output(out or default_output(run_dir, knobs), force, inputs=[run_dir])
     run = load_run(run_dir)
     if run.kind != "width":
         raise DynscaleError(f"{run_dir} is a {run.kind} run; effort knobs go on a network trained with "

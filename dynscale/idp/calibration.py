@@ -13,7 +13,7 @@ from ..errors import DynscaleError
 from ..evaluation import check_compatible
 from ..layers import calibrated_widths, check_width, incomplete_batchnorms, width
 from ..progress import progress_bar
-from ..runs import load_run, write_run
+from ..runs import claim_output, load_run, write_run
 from ..train import TrainConfig, training_subset
 
 
@@ -94,6 +94,7 @@ def calibrate_run(run_dir: str | Path, widths: list[float], data: str | Dataset 
     Returns:
         All calibrated widths of the run after this call.
     """
+    claim_output(run_dir, option=None)  # read, then rewritten: no other command may write it meanwhile
     run = load_run(run_dir)
     if run.kind != "width":
         raise DynscaleError(f"{run_dir} is a {run.kind} run; calibrate stores batch-norm statistics per width of "
@@ -108,5 +109,5 @@ def calibrate_run(run_dir: str | Path, widths: list[float], data: str | Dataset 
     check_compatible(run.config.model_config, dataset, str(run_dir))
     config = TrainConfig.from_dict(run.config.training)
     calibrate_bn(run.model, calibration_loader(dataset, config, batches), widths, progress=progress)
-    write_run(run_dir, run.model, run.config)
+    write_run(run_dir, run.model, run.config, in_place=True)
     return calibrated_widths(run.model)

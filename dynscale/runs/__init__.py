@@ -6,23 +6,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from ..errors import CheckpointError, DynscaleError
-from ..files import atomic_directory, atomic_write, dumps_json
+from ..files import (
+    atomic_directory,
+    atomic_write,
+    check_not_input,
+    claim_output,
+    dumps_json,
+    note_input,
+    release_output,
+    release_outputs,
+)
 from ..layers import calibrated_widths
 from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig
 from .kinds import RunKind, create_model, get_kind, kind_of, list_kinds, register_kind
 from .store import WEIGHTS, load_state_checked, read_weights, write_weights
 
 __all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "ModelSpec", "Run", "RunConfig", "RunKind",
-           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "create_model",
-           "describe_run",
+           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "claim_output",
+           "create_model", "describe_run",
            "enclosing_run", "get_kind", "is_run_directory", "kind_of", "list_kinds", "load_run", "register_kind",
-           "save_run", "write_run"]
+           "release_outputs", "save_run", "write_run"]
 
 
 @dataclass
@@ -85,10 +95,17 @@ def _as_dict(value: object) -> dict:
     return dict(value)
 
 
-def write_run(directory: str | Path, model: nn.Module, config: RunConfig) -> Path:
+def write_run(directory: str | Path, model: nn.Module, config: RunConfig, in_place: bool = False) -> Path:
     """Writes a run directory whole: weights and config go into a temporary sibling that then
     replaces ``directory`` in one rename, so a crash never leaves weights from one training with
     the config of another.
+
+    Args:
+        directory: the run directory.
+        model: the model.
+        config: its config.
+        in_place: ``directory`` is the run the model was loaded from, updated on purpose (as
+            calibrate does); otherwise writing over a run whose model is in use is refused.
 
     Returns:
         The directory.
@@ -100,7 +117,7 @@ def write_run(directory: str | Path, model: nn.Module, config: RunConfig) -> Pat
         write_weights(tmp / WEIGHTS, model, metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(text)
 
-    return atomic_directory(Path(directory), fill)
+    return atomic_directory(Path(directory), fill, replaces_input=in_place)
 
 
 def save_run(directory: str | Path, model: nn.Module, data: str, **fields) -> Path:
@@ -130,6 +147,7 @@ def load_run(directory: str | Path) -> Run:
     except CheckpointError as e:
         raise CheckpointError(f"{directory / CONFIG}: {e}") from None
     load_state_checked(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
+    note_input(directory, model)  # while the model is in use, no output replaces the run
     return Run(directory, model.eval(), config)
 
 
@@ -175,29 +193,51 @@ def _directory_given(path: str | Path, option: str) -> Path:
     return path
 
 
-def check_output(path: str | Path, force: bool = False, option: str = "--out") -> Path:
+def check_output(path: str | Path, force: bool = False, option: str = "--out",
+                 inputs: Iterable[str | Path] = ()) -> Path:
     """Checks, before any work, that a run (or another output directory) may be written at
-    ``path``: not empty, not a file, not inside a run, its parent writable; an existing run is
-    replaced only with ``force``, and a non-empty directory that is not a run never.
+    ``path``, and claims it for this process until it is written.
+
+    Refused: an empty path, a file, a path inside a run, an unwritable parent, one of
+    ``inputs`` (or a path inside one, or holding one; even with ``force``), a path another
+    process is writing, and a non-empty directory that is not a run. An existing run is
+    replaced only with ``force``; without it, the final rename also fails if a run appears
+    there while the command works.
+
+    Args:
+        path: the output directory.
+        force: replace an existing run.
+        option: the option naming it, for the messages.
+        inputs: the runs, files and directories the command reads.
+
+    Returns:
+        ``path``.
 
     Raises:
         DynscaleError: naming the option and what to do.
     """
     path = _directory_given(path, option)
+    check_not_input(path, inputs, option)
     _check_parent(path, option)
-    if path.is_dir() and any(path.iterdir()):
-        if not is_run_directory(path):
-            raise DynscaleError(f"{option} {path} is a non-empty directory that is not a dynscale run; choose "
-                                f"another {option}")
-        if not force:
-            raise DynscaleError(f"{option} {path} already holds a run; pass --force to replace it (nothing of it is "
-                                f"kept), or choose another {option}")
+    claim_output(path, replace=force, option=option)  # before looking, so what is seen stays so
+    try:
+        if path.is_dir() and any(path.iterdir()):
+            if not is_run_directory(path):
+                raise DynscaleError(f"{option} {path} is a non-empty directory that is not a dynscale run; choose "
+                                    f"another {option}")
+            if not force:
+                raise DynscaleError(f"{option} {path} already holds a run; pass --force to replace it (nothing of it "
+                                    f"is kept), or choose another {option}")
+    except BaseException:
+        release_output(path)
+        raise
     return path
 
 
-def check_directory(path: str | Path, option: str = "--out") -> Path:
+def check_directory(path: str | Path, option: str = "--out", inputs: Iterable[str | Path] = ()) -> Path:
     """Checks a directory that will hold several outputs (runs, reports): not empty, not a
-    file, not a run or inside one, its parent writable.
+    file, not a run or inside one, not one of ``inputs`` (nor inside or holding one), its
+    parent writable. The outputs in it are claimed one by one as they are checked.
 
     Raises:
         DynscaleError: naming the option and what to do.
@@ -205,14 +245,18 @@ def check_directory(path: str | Path, option: str = "--out") -> Path:
     path = _directory_given(path, option)
     if is_run_directory(path):
         raise DynscaleError(f"{option} {path} is a run directory; choose another {option}")
+    check_not_input(path, inputs, option)
     _check_parent(path, option)
     return path
 
 
-def check_file_output(path: str | Path, option: str, force: bool | None = None) -> Path:
-    """Checks a file output (a report, an ONNX export) before any work: not a directory, not
-    in a run directory, its parent writable; with ``force`` given, an existing file is replaced
-    only when it is True.
+def check_file_output(path: str | Path, option: str, force: bool | None = None,
+                      inputs: Iterable[str | Path] = ()) -> Path:
+    """Checks a file output (a report, an ONNX export) before any work, and claims it for this
+    process until it is written: not a directory, not in a run directory, not one of
+    ``inputs`` (nor inside one), not being written by another process, its parent writable;
+    with ``force`` given, an existing file is replaced only when it is True (and without it,
+    one that appears meanwhile is not replaced either).
 
     Raises:
         DynscaleError: naming the option and what to do.
@@ -222,7 +266,10 @@ def check_file_output(path: str | Path, option: str, force: bool | None = None) 
     path = Path(path)
     if path.is_dir():
         raise DynscaleError(f"{option} {path} is a directory; give a file name")
+    check_not_input(path, inputs, option)
     _check_parent(path, option)
+    claim_output(path, replace=force is not False, option=option)
     if force is False and path.exists():
+        release_output(path)
         raise DynscaleError(f"{option} {path} exists; pass --force to replace it, or choose another {option}")
     return path

@@ -271,6 +271,22 @@ def test_a_claimed_output_refuses_another_process_and_then_frees_it(tmp_path):
     assert not files.lock_path(out).exists() and not out.exists()
 
 
+def test_calibrate_holds_its_run_while_it_updates_it(world, tmp_path):
+    run = tmp_path / "vgg"
+    shutil.copytree(world / "vgg", run)
+    before = snapshot(run)
+    files.claim_output(run)  # as a `train --out RUN --force` still running would
+    try:
+        proc = subprocess.run([EXE, "calibrate", str(run), "--widths", "0.3", "--batches", "1"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert f"another dynscale command is writing {run} (pid {os.getpid()}); wait for it, then try again" \
+            in proc.stderr
+    finally:
+        release_outputs()
+    assert snapshot(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["vgg"]
+
+
 def test_a_stale_lock_file_does_not_block(tmp_path, capsys):
     out = tmp_path / "run"
     files.lock_path(out).write_text("999999\n")  # left by a process that died: no one holds its lock

@@ -64,18 +64,18 @@ def claim_output(path: str | Path, replace: bool = True, option: str | None = "-
     path = Path(os.path.abspath(path))
     made = [p for p in reversed(path.parents) if not p.exists()]
     lock = lock_path(path)
-    fix = f"choose another {option}" if option else "try again then"
+    fix = f"wait for it or choose another {option}" if option else "wait for it, then try again"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = None if fcntl is None else _lock(lock)
     except _Busy as e:
         _remove_empty(made)
         pid = f" (pid {e.pid})" if e.pid else ""
-        raise DynscaleError(f"another dynscale command is writing {path}{pid}; wait for it or {fix}") from None
+        raise DynscaleError(f"another dynscale command is writing {path}{pid}; {fix}") from None
     except OSError as e:
         _remove_empty(made)
         raise DynscaleError(f"{option or 'output'} {path}: cannot create its lock file {lock} ({e.strerror}); "
-                            f"{fix}") from None
+                            f"choose another {option or 'output'}") from None
     _CLAIMS[key] = _Claim(lock, fd, replace, option, made)
 
 

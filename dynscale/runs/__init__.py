@@ -6,53 +6,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from ..errors import CheckpointError, DynscaleError
+from ..errors import DynscaleError
 from ..files import atomic_directory, atomic_write, dumps_json
 from ..layers import calibrated_widths
-from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig
-from .kinds import RunKind, create_model, get_kind, kind_of, list_kinds, register_kind
-from .store import WEIGHTS, load_state_checked, read_weights, write_weights
+from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig, register_v1_migration
+from .kinds import WIDTH, RunKind, create_model, get_kind, kind_of, list_kinds, register_kind, unregister_kind
+from .open import Run, check_config, check_data, load_run, open_run, open_runs, register_config_check
+from .store import WEIGHTS, write_weights
 
-__all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "ModelSpec", "Run", "RunConfig", "RunKind",
-           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "create_model",
-           "describe_run",
-           "enclosing_run", "get_kind", "is_run_directory", "kind_of", "list_kinds", "load_run", "register_kind",
-           "save_run", "write_run"]
-
-
-@dataclass
-class Run:
-    """A loaded run: its directory, model (in eval mode, at full width) and config."""
-
-    path: Path
-    model: nn.Module
-    config: RunConfig
-
-    @property
-    def kind(self) -> str:
-        return self.config.kind
-
-    @property
-    def metrics(self) -> dict:
-        """The final metrics recorded when the run was trained."""
-        return self.config.metrics
-
-    @property
-    def model_name(self) -> str | None:
-        return self.config.model_name
-
-    @property
-    def data(self) -> str:
-        return self.config.data
-
-    @property
-    def profile(self) -> str | list[float] | None:
-        return self.config.profile
+__all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "WIDTH", "ModelSpec", "Run", "RunConfig", "RunKind",
+           "atomic_directory", "atomic_write", "check_config", "check_data", "check_directory", "check_file_output",
+           "check_output", "create_model", "describe_run", "enclosing_run", "get_kind", "is_run_directory", "kind_of",
+           "list_kinds", "load_run", "open_run", "open_runs", "register_config_check", "register_kind",
+           "register_v1_migration", "save_run", "unregister_kind", "write_run"]
 
 
 def describe_run(model: nn.Module, data: str, training: object = None, recipe: object = None,
@@ -109,28 +79,6 @@ def save_run(directory: str | Path, model: nn.Module, data: str, **fields) -> Pa
     Example: ``save_run("runs/mine", model, "digits")``.
     """
     return write_run(directory, model, describe_run(model, data, **fields))
-
-
-def load_run(directory: str | Path) -> Run:
-    """Loads a run directory of any kind, validating the config, tensor names and shapes.
-
-    Args:
-        directory: a directory written by :func:`save_run`.
-
-    Returns:
-        The run with its model in eval mode.
-
-    Raises:
-        CheckpointError: if anything is missing, truncated, foreign or inconsistent.
-    """
-    directory = Path(directory)
-    config = RunConfig.read(directory)
-    try:
-        model = create_model(config)
-    except CheckpointError as e:
-        raise CheckpointError(f"{directory / CONFIG}: {e}") from None
-    load_state_checked(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
-    return Run(directory, model.eval(), config)
 
 
 def is_run_directory(path: str | Path) -> bool:

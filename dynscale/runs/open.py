@@ -139,7 +139,7 @@ def open_run(path: str | Path, kinds: Sequence[str] | None = None, data: Dataset
     path = Path(path)
     config = RunConfig.read(path)
     if kinds is not None and config.kind not in kinds:
-        raise DynscaleError(_kind_message(path, config.kind, kinds, what))
+        raise CheckpointError(_kind_message(path, config.kind, kinds, what))
     check_config(config, str(path / CONFIG))
     dataset = None
     if data is not None or with_data:

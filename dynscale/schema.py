@@ -99,16 +99,19 @@ class Num(Spec):
 
 @dataclass(frozen=True)
 class Str(Spec):
-    """A non-empty string, one of ``choices`` when given."""
+    """A string (non-empty unless ``empty``), one of ``choices`` when given."""
 
     choices: tuple[str, ...] | None = None
+    empty: bool = False
 
     @property
     def takes(self) -> str:
-        return f"one of {', '.join(self.choices)}" if self.choices else "a non-empty string"
+        return f"one of {', '.join(self.choices)}" if self.choices else "a string" if self.empty else \
+            "a non-empty string"
 
     def check(self, value: object, where: str) -> str:
-        if not isinstance(value, str) or not value.strip() or (self.choices and value not in self.choices):
+        blank = not self.empty and not (isinstance(value, str) and value.strip())
+        if not isinstance(value, str) or blank or (self.choices and value not in self.choices):
             raise self.fail(value, where)
         return value
 

@@ -199,7 +199,7 @@ class EffortSection:
     orders: dict = setting(check=MapOf(ListOf(Int(0), min_len=1, unique=True)),
                            help="each layer's input-channel order, a permutation")
     knobs: list[str] = setting(check=ListOf(Str(KNOBS), min_len=1, unique=True), help="the knobs tuned")
-    held_out: str = setting(check=Str(), help="where the search measured")
+    held_out: str = setting(check=Str(empty=True), help="where the search measured")
     tuned: list[dict] = setting(check=ListOf(Record(TunedBound)), help="each bound's settings and results")
 
 

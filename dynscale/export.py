@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,16 +20,18 @@ from .layers.batchnorm import _IncompleteBatchNorm
 from .models.common import input_shape, replace_module
 from .models.multiprofile import MultiProfileModel
 from .runs import (
+    WIDTH,
     ModelSpec,
     RunConfig,
     RunKind,
     check_file_output,
     check_output,
     is_run_directory,
-    load_run,
+    open_run,
     register_kind,
     save_run,
 )
+from .schema import Num, setting
 
 EXPORT_FORMATS = ("onnx", "safetensors")
 
@@ -132,7 +135,7 @@ def check_export_output(out: str | Path, fmt: str, force: bool = False, inputs: 
     out = Path(out)
     if fmt == "onnx":
         return check_file_output(out, "--out", force, inputs)
-    if is_run_directory(out) and RunConfig.read(out).kind != "dense":
+    if is_run_directory(out) and RunConfig.read(out).kind != DENSE:
         raise DynscaleError(f"--out {out} is a run directory; an export never writes into a run, choose another "
                             "--out")
     return check_output(out, force, inputs=inputs)
@@ -154,10 +157,7 @@ def export_run(run_dir: str | Path, width: float, fmt: str = "onnx", out: str | 
         raise ValueError(f"unknown export format {fmt!r}; choose {' or '.join(EXPORT_FORMATS)}")
     width = check_width(width)
     out = check_export_output(out if out else default_export_path(run_dir, width, fmt), fmt, force, [run_dir])
-    run = load_run(run_dir)
-    if run.kind != "width":
-        raise DynscaleError(f"{run_dir} is a {run.kind} run; export exports a width of a run trained with "
-                            "`dynscale train`")
+    run = open_run(run_dir, (WIDTH,), what="export")
     model = dense(run.model, width)
     if fmt == "onnx":
         return export_onnx(model, out)
@@ -171,12 +171,9 @@ def load_dense(directory: str | Path) -> nn.Module:
         CheckpointError: if the directory is missing, foreign or inconsistent.
     """
     try:
-        run = load_run(directory)
+        run = open_run(directory, (DENSE,), what="load_dense")
     except CheckpointError as e:
         raise CheckpointError(f"{directory} is not a dense export: {e}") from None
-    if run.kind != "dense":
-        raise CheckpointError(f"{directory} is a {run.kind} run, not a dense export; write one with "
-                              "`dynscale export RUN --format safetensors`")
     return run.model
 
 
@@ -190,5 +187,16 @@ def _dense_describe(model: nn.Module) -> tuple[ModelSpec, dict]:
     return ModelSpec.of(model), {"width": model.dense_width}
 
 
-register_kind(RunKind("dense", type(None), _dense_describe, _dense_build,
-                      lambda config: [("width", f"{config.section['width']:g} (a dense export)")]))
+DENSE = "dense"
+
+
+@dataclass
+class DenseSection:
+    """The ``section`` of a dense export's config."""
+
+    width: float = setting(check=Num(0.0, 1.0, low_open=True), help="the width exported")
+
+
+register_kind(RunKind(DENSE, type(None), _dense_describe, _dense_build,
+                      lambda config: [("width", f"{config.section['width']:g} (a dense export)")],
+                      noun="a dense export", made_by="`dynscale export --format safetensors`", section=DenseSection))

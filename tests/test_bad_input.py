@@ -248,7 +248,7 @@ CASES = [
     (["pick", "other", "--sweep", "{root}/report.json", "--macs-ratio", "0.5"], "--sweep"),
     (["pick", "mlp", "--sweep", "{root}/report.json", "--latency-ms", "5"], "--latency-ms"),
     (["pick", "{root}/missing", "--macs-ratio", "0.5"], "{root}/missing"),
-    (["pick", "{ee}", "--macs-ratio", "0.5"], "pick"),
+    (["pick", "{ee}", "--macs-ratio", "0.5", "--widths", "0.5,1"], "--widths"),
     # --- reproduce and compare ---------------------------------------------------------------
     (["reproduce", "alexnet"], "paper"),
     (["reproduce", "idp", "--only", ""], "--only"),

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dynscale.cli import main
 from dynscale.eval import read_curves
@@ -146,3 +147,54 @@ def test_recipes_pick_and_compare(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--data", "synthetic", "--epochs", "1", "--widths", "0.5,1", "--out", str(out)]) == 0
     assert "us-linear" in capsys.readouterr().out and (out / "compare.json").is_file()
+
+
+def test_train_from_a_width_run_starts_from_its_weights(mlp_run, tmp_path, capsys):
+    from dynscale.runs import load_run
+
+    out = tmp_path / "us"
+    assert main(["train", "--from", str(mlp_run), "--recipe", "us", "--data", "synthetic", "--epochs", "1",
+                 "--lr", "1e-9", "--out", str(out)]) == 0
+    capsys.readouterr()
+    run, source = load_run(out), load_run(mlp_run)
+    assert run.config.provenance["start_run"] == str(mlp_run) and run.config.recipe["name"] == "us"
+    assert run.config.model.config == source.config.model.config
+    # A step of 1e-9 leaves the weights where the start run had them: training started from them.
+    for (name, a), (_, b) in zip(run.model.state_dict().items(), source.model.state_dict().items(), strict=True):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    for extra, fragment in ((["--model", "vgg16"], "--model"), (["--recipe", "independent"], "several networks"),
+                            (["--profile", "all-one"], "--profile")):
+        assert main(["train", "--from", str(mlp_run), "--data", "synthetic", "--out", str(tmp_path / "x"), *extra]) == 2
+        assert fragment in capsys.readouterr().err
+
+
+def test_an_option_of_another_recipe_is_refused(capsys, tmp_path):
+    for args, flag in ((["--sandwich", "3"], "--sandwich"), (["--recipe", "us", "--cut", "random"], "--cut"),
+                       (["--family-widths", "0.5,1"], "--family-widths")):
+        assert main(["train", "--data", "synthetic", "--out", str(tmp_path / "x"), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} does nothing with --recipe" in err, err
+
+
+def test_convert_calls_the_library_with_the_options(monkeypatch, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module("dynscale.convert")  # the package's `convert` attribute is the function
+    calls = []
+
+    def convert_to_run(factory, input_shape, out, profile="linear", force=False):
+        calls.append((factory, input_shape, out, profile, force))
+        return out
+
+    monkeypatch.setattr(module, "convert_to_run", convert_to_run, raising=False)
+    assert main(["convert", "mine:make", "--input-shape", "3,32,32", "--out", str(tmp_path / "c"), "--profile",
+                 "all-one", "--force"]) == 0
+    assert calls == [("mine:make", (3, 32, 32), tmp_path / "c", "all-one", True)]
+    assert "dynscale train --from" in capsys.readouterr().out
+    assert main(["convert", "mine:make", "--input-shape", "3,32", "--out", str(tmp_path / "c")]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    from dynscale.cli import build_parser
+
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["convert"].format_help().split())
+    assert "imports the module and calls the function" in text

@@ -12,10 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dynscale"
 
 # Layer of each top-level part of the package: a module may import its own layer and those below.
 LAYERS = {
-    "errors": 0, "files": 0, "profiles": 0, "progress": 0,
+    "errors": 0, "files": 0, "profiles": 0, "progress": 0, "schema": 0,
     "layers": 1,
-    "models": 2, "data": 2, "cost": 2, "evaluation": 2,
-    "runs": 3, "train": 3, "eval": 3,
+    "models": 2, "data": 2, "cost": 2,
+    "runs": 3, "train": 3, "eval": 3, "methods": 3, "command": 3,
     "export": 4,
     "idp": 5, "slimmable": 5, "adaptive": 5, "effort": 5, "dfs": 5, "convert": 5,
     "compare": 6, "reproduce": 6, "demo": 6, "experiments": 6,
@@ -94,6 +94,18 @@ def test_the_import_graph_has_no_cycle():
 def test_lower_layers_never_import_higher_ones():
     wrong = [f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
              for a, targets in graph().items() for b in targets if layer(b) > layer(a)]
+    assert not wrong, "\n".join(wrong)
+
+
+METHODS = ("idp", "slimmable", "adaptive", "effort", "dfs")
+
+
+def test_the_core_and_the_shell_import_no_method():
+    """The core (runs, train, eval, the method registry, the command toolkit) and the command-line
+    shell know the methods only through the registry."""
+    core = ("runs", "train", "eval", "methods", "command", "cli")
+    wrong = [f"{a} imports {b}" for a, targets in graph().items() if a.split(".")[1:2] and a.split(".")[1] in core
+             for b in targets if b.split(".")[1:2] and b.split(".")[1] in METHODS]
     assert not wrong, "\n".join(wrong)
 
 

@@ -65,7 +65,7 @@ def one_line_error(args: list[str], capsys) -> str:
 # --- an output is never an input ------------------------------------------------------------
 
 AT = ["adaptive", "train", "--data", "synthetic", "--exits", "layer1", "--holdout", "40", "--epochs", "1"]
-DT = ["dfs", "train", "--data", "synthetic", "--target", "50", "--epochs", "1"]
+DT = ["dfs", "train", "--data", "synthetic", "--target", "50", "--joint-epochs", "1"]
 
 # (arguments, the output as the message names it, how it lies, the input it names)
 INPUT_CASES = [

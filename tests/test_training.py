@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dynscale import get_model
-from dynscale.evaluation import accuracy
+from dynscale.eval import accuracy
 from dynscale.idp import IDP, MultiProfile, apply_random_cuts, draw_cut
 from dynscale.models import build_multi_profile
 from dynscale.train import TrainConfig, Trainer, get_recipe, list_recipes, seed_everything, train

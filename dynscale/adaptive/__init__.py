@@ -1,5 +1,7 @@
 """Adaptive inference (SPEC §3): learned early exits and network selection, with real exits."""
 
+from ..methods import Method, register_method
+from . import commands
 from .cascade import Cascade
 from .exits import EarlyExitNet, backbone_stages, exit_accuracies
 from .graph import AdaptiveGraph, Node, Outcome
@@ -22,3 +24,7 @@ __all__ = [
     "exit_accuracies", "fit_policies", "load_early_exit", "sweep_adaptive_run", "sweep_cascade", "sweep_graph",
     "threshold_policies", "train_early_exit", "train_early_exit_run",
 ]
+
+register_method(Method("adaptive", "adaptive inference: learned early exits and network selection",
+                       kinds=("early-exit", "cascade"), recipes=("early-exit", "frozen-exits"),
+                       add_commands=commands.add_commands, points=commands.points))

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from ..data import Dataset, load_dataset
-from ..errors import CheckpointError, DynscaleError
-from ..evaluation import check_compatible
+from ..data import Dataset
+from ..errors import DynscaleError
 from ..models import get_model
-from ..runs import ModelSpec, RunConfig, RunKind, check_output, load_run, register_kind, save_run
-from ..train import (
-    TrainConfig,
-    Trainer,
-    fit_resumable,
-    prepare_state,
-    seed_everything,
-    sized_for,
-    state_directory,
-)
+from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, open_run, register_kind, register_v1_migration
+from ..schema import Anything, Int, ListOf, MapOf, Record, Str, setting
+from ..train import TrainConfig, Training, sized_for, train_and_save
 from .cascade import Cascade
 from .exits import EarlyExitNet
 from .recipes import EarlyExits, FrozenExits, parse_exit_weights
@@ -38,8 +30,8 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
                          model_options: dict | None = None, backbone_run: str | Path | None = None,
                          progress: bool | None = None, force: bool = False, resume: bool = False,
                          checkpoint_every: int = 500) -> Path:
-    """Builds a backbone with exits, trains it, and writes a run directory (resumably, as
-    :func:`dynscale.idp.train_run` does).
+    """Builds a backbone with exits, trains it, and writes a run directory (resumably:
+    :func:`dynscale.train.train_and_save`).
 
     Args:
         out: the run directory to write.
@@ -65,39 +57,38 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
         DynscaleError: if the pretrained backbone saw the held-out examples, or does not fit
             the data, or ``out`` cannot be written (all before any training).
     """
-    out = check_output(out, force, inputs=[backbone_run])
-    state_dir = prepare_state(state_directory(out), force, resume)
-    dataset = load_dataset(data) if isinstance(data, str) else data
-    config = dataclasses.replace(config, holdout=config.holdout or default_holdout(dataset))
-    seed_everything(config.seed)
-    if backbone_run is not None:
-        run = load_run(backbone_run)
-        if run.kind != "width":
-            raise DynscaleError(f"{backbone_run} is a {run.kind} run; a backbone is a network trained with "
-                                "`dynscale train`")
-        check_compatible(run.config.model_config, dataset, str(backbone_run))
-        seen = run.config.holdout
-        if seen != config.holdout:
-            raise DynscaleError(
-                f"{backbone_run} held out {seen} training examples but this run holds out {config.holdout}, so "
-                "the backbone has seen examples the policies are fitted on; retrain it with "
-                f"`dynscale train --holdout {config.holdout}` or pass --holdout {seen}"
-                if seen else
-                f"{backbone_run} was trained on every training example, so the policies would be fitted on "
-                f"examples it has seen; retrain it with `dynscale train --holdout {config.holdout} ...`")
-        backbone = run.model
-    else:
-        backbone = get_model(model_name, **sized_for(dataset, model_options))
-    net = EarlyExitNet(backbone, exits)
-    weights = parse_exit_weights(exit_weights, len(net.node_names))
-    recipe = FrozenExits(weights) if backbone_run is not None else EarlyExits(weights)
-    provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
-    meta = {"kind": "early-exit", "model": ModelSpec.of(backbone).to_json(), "exits": net.exit_names,
-            "data": dataset.name, "training": config.to_dict(), "recipe": recipe.to_dict(), "provenance": provenance}
-    metrics = fit_resumable(Trainer(net, dataset, config, recipe, progress), state_dir, meta, resume, checkpoint_every)
-    run = save_run(out, net, dataset.name, training=config, recipe=recipe, metrics=metrics, provenance=provenance)
-    shutil.rmtree(state_dir, ignore_errors=True)
-    return run
+    def build(dataset: Dataset) -> Training:
+        settings = dataclasses.replace(config, holdout=config.holdout or default_holdout(dataset))
+        if backbone_run is not None:
+            run = open_run(backbone_run, (WIDTH,), dataset, own_data=True, what="--backbone")
+            check_backbone_holdout(run.config, settings.holdout, backbone_run)
+            backbone = run.model
+        else:
+            backbone = get_model(model_name, **sized_for(dataset, model_options))
+        net = EarlyExitNet(backbone, exits)
+        weights = parse_exit_weights(exit_weights, len(net.node_names))
+        recipe = FrozenExits(weights) if backbone_run is not None else EarlyExits(weights)
+        provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
+        return Training(net, recipe, settings, provenance)
+
+    return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
+                          inputs=[backbone_run] if backbone_run is not None else [])
+
+
+def check_backbone_holdout(backbone: RunConfig, holdout: int, name: str | Path) -> None:
+    """A pretrained backbone never saw the examples the policies are fitted on.
+
+    Raises:
+        DynscaleError: naming the fix.
+    """
+    seen = backbone.holdout
+    if seen != holdout:
+        raise DynscaleError(
+            f"{name} held out {seen} training examples but this run holds out {holdout}, so the backbone has seen "
+            f"examples the policies are fitted on; retrain it with `dynscale train --holdout {holdout}` or pass "
+            f"--holdout {seen}" if seen else
+            f"{name} was trained on every training example, so the policies would be fitted on examples it has "
+            f"seen; retrain it with `dynscale train --holdout {holdout} ...`")
 
 
 def load_early_exit(directory: str | Path) -> tuple[EarlyExitNet, RunConfig]:
@@ -109,9 +100,7 @@ def load_early_exit(directory: str | Path) -> tuple[EarlyExitNet, RunConfig]:
     Raises:
         CheckpointError: if the directory is not an early-exit run, or is corrupt.
     """
-    run = load_run(directory)
-    if run.kind != "early-exit":
-        raise CheckpointError(f"{directory} is not an early-exit run; make one with `dynscale adaptive train`")
+    run = open_run(directory, (EARLY_EXIT,))
     return run.model, run.config
 
 
@@ -143,6 +132,66 @@ def _cascade_summary(config: RunConfig) -> list[tuple[str, str]]:
             ("holdout", f"{config.holdout} training examples held out for the policies")]
 
 
-register_kind(RunKind("early-exit", EarlyExitNet, _early_exit_describe,
-                      lambda config: EarlyExitNet(config.model.build(), config.section["exits"]), _early_exit_summary))
-register_kind(RunKind("cascade", Cascade, _cascade_describe, _cascade_build, _cascade_summary))
+EARLY_EXIT, CASCADE = "early-exit", "cascade"
+
+
+@dataclass
+class EarlyExitSection:
+    """The ``section`` of an early-exit run's config."""
+
+    exits: list[str] = setting(check=ListOf(Str(), min_len=1, unique=True), help="the stages exits follow")
+
+
+@dataclass
+class MemberSpec:
+    """A cascade member's model spec."""
+
+    name: str = setting(check=Str(), help="the registered model")
+    config: dict = setting(check=MapOf(Anything()), help="its config")
+
+
+@dataclass
+class CascadeSection:
+    """The ``section`` of a cascade's config."""
+
+    members: list[dict] = setting(check=ListOf(Record(MemberSpec), min_len=2),
+                                  help="each network's model spec, cheapest first")
+    names: list[str] = setting(check=ListOf(Str(), min_len=2, unique=True), help="each network's label")
+    edges: list[list[int]] = setting(check=ListOf(ListOf(Int(0), length=2), min_len=1),
+                                     help="FROM-TO network indices")
+
+
+def _check_cascade(config: RunConfig) -> None:
+    members, names, edges = config.section["members"], config.section["names"], config.section["edges"]
+    if len(names) != len(members):
+        raise ValueError(f"section.names lists {len(names)} names for {len(members)} members")
+    for i, (a, b) in enumerate(edges):
+        if not a < b < len(members):
+            raise ValueError(f"section.edges[{i}] is {a}-{b}; an edge goes from a network to a later one of the "
+                             f"{len(members)}")
+
+
+def _check_early_exit(config: RunConfig) -> None:
+    weights = config.recipe.get("exit_weights")
+    if weights is not None and len(weights) != len(config.section["exits"]) + 1:
+        raise ValueError(f"recipe.exit_weights has {len(weights)} weights for {len(config.section['exits'])} exits "
+                         "and the final output")
+
+
+register_kind(RunKind(EARLY_EXIT, EarlyExitNet, _early_exit_describe,
+                      lambda config: EarlyExitNet(config.model.build(), config.section["exits"]), _early_exit_summary,
+                      noun="an early-exit run", made_by="`dynscale adaptive train`",
+                      used_by="`dynscale adaptive sweep`", section=EarlyExitSection, check=_check_early_exit))
+register_kind(RunKind(CASCADE, Cascade, _cascade_describe, _cascade_build, _cascade_summary, noun="a cascade",
+                      made_by="`dynscale adaptive cascade --save`", used_by="`dynscale adaptive sweep`",
+                      section=CascadeSection, check=_check_cascade, needs_model=False,
+                      networks=lambda config: list(config.section["members"])))
+
+
+@register_v1_migration
+def _migrate_v1(doc: dict, training: dict) -> tuple[dict, dict] | None:
+    """A version-1 early-exit run."""
+    if doc.get("kind") != EARLY_EXIT:
+        return None
+    return ({"name": "frozen-exits" if doc.get("backbone_run") else "early-exit",
+             "exit_weights": doc.get("exit_weights")}, {"exits": doc.get("exits") or []})

@@ -11,15 +11,15 @@ import torch
 from torch import nn
 
 from ..cost import eval_mode
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..errors import DynscaleError
-from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
+from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
 from ..eval.runtime import timing_copy, torch_runner
-from ..evaluation import accuracy, check_compatible
-from ..runs import RunConfig, load_run, save_run
+from ..runs import WIDTH, RunConfig, open_run, open_runs, save_run
 from .cascade import Cascade
 from .graph import AdaptiveGraph
 from .policy import calibrate_threshold, check_lambda, fit_policies, threshold_policies
+from .runs import CASCADE, EARLY_EXIT
 
 DEFAULT_LAMBDAS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
 DEFAULT_MAX_LOSSES = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]  # accuracy points below the full network
@@ -175,16 +175,10 @@ def sweep_adaptive_run(run_dir: str | Path, lambdas: Sequence[float] = DEFAULT_L
     Raises:
         DynscaleError: for another kind of run, or data that does not fit.
     """
-    run = load_run(run_dir)
-    if run.kind not in ("early-exit", "cascade"):
-        raise DynscaleError(f"{run_dir} is a {run.kind} run, not an early-exit run; make one with "
-                            "`dynscale adaptive train`, or sweep widths with `dynscale sweep`")
-    dataset = data if isinstance(data, Dataset) else load_dataset(data or run.data)
-    if run.kind == "cascade":
-        for member in run.config.section["members"]:
-            check_compatible(member["config"], dataset, str(run_dir))
+    run = open_run(run_dir, (EARLY_EXIT, CASCADE), data, with_data=True, what="adaptive sweep")
+    dataset = run.dataset
+    if run.kind == CASCADE:
         return _sweep_cascade(run.model, str(run_dir), dataset, run.config, lambdas, max_losses, **options)
-    check_compatible(run.config.model_config, dataset, str(run_dir))
     graph = run.model.graph()
     return sweep_graph(graph, run.model.backbone, len(graph.nodes) - 1, held_out(dataset, run.config, str(run_dir)),
                        (dataset.test_x, dataset.test_y), str(run_dir), dataset.name, lambdas, max_losses, **options)
@@ -215,11 +209,11 @@ def build_cascade(run_dirs: Sequence[str | Path], edges: Sequence[tuple[int, int
     """
     if len({str(Path(r).resolve()) for r in run_dirs}) != len(run_dirs):
         raise DynscaleError("a cascade lists each run once; remove the repeated run")
-    runs = [load_run(r) for r in run_dirs]
-    for r in runs:
-        if r.kind != "width":
-            raise DynscaleError(f"{r.path} is a {r.kind} run; a cascade is made of networks trained with "
-                                "`dynscale train`")
+    runs = open_runs(run_dirs, (WIDTH,), data, with_data=True, what="a cascade")
+    if data is None and len({r.data for r in runs}) > 1:
+        trained = ", ".join(sorted({r.data for r in runs}))
+        raise DynscaleError(f"the cascade's runs were trained on different data ({trained}); give runs of one "
+                            "dataset")
     holdouts = {r.config.holdout for r in runs}
     if len(holdouts) > 1:
         raise DynscaleError(f"the cascade's runs hold out different numbers of examples ({sorted(holdouts)}); "
@@ -227,9 +221,7 @@ def build_cascade(run_dirs: Sequence[str | Path], edges: Sequence[tuple[int, int
     names = [r.path.name for r in runs]
     if len(set(names)) != len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    dataset = data if isinstance(data, Dataset) else load_dataset(data or runs[0].data)
-    for r in runs:
-        check_compatible(r.config.model_config, dataset, str(r.path))
+    dataset = runs[0].dataset
     cascade = Cascade([r.model for r in runs], edges, names=names)
     macs = [node.macs for node in cascade.graph().nodes]
     for i in range(1, len(macs)):

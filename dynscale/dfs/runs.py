@@ -4,33 +4,25 @@ network, static quantization of a backbone at each bit-width, and real int8 in O
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..cost import count_macs
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..errors import DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
 from ..eval.runtime import check_onnx_equal, onnx_bytes, onnxruntime_session, require_onnxruntime, torch_runner
-from ..evaluation import check_compatible
 from ..export import dense
 from ..models import get_model
-from ..runs import ModelSpec, RunConfig, RunKind, check_output, load_run, register_kind, save_run
-from ..train import (
-    TrainConfig,
-    Trainer,
-    fit_resumable,
-    prepare_state,
-    seed_everything,
-    sized_for,
-    state_directory,
-)
-from .model import FULL, SKIPNET_CHOICES, DFSNet
+from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, open_run, open_runs, register_kind
+from ..schema import Int, ListOf, setting
+from ..train import TrainConfig, Training, sized_for, train_and_save
+from .model import FULL, SKIPNET_CHOICES, DFSNet, check_choices
 from .recipes import FractionalSkipping
 
 RESNETS = ("resnet", "resnet38", "resnet74")
@@ -43,36 +35,31 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
                   resume: bool = False, checkpoint_every: int = 500) -> Path:
     """Builds a ResNet with fractional-skipping gates, trains it in the recipe's three phases
     (the pretrain phase left out when ``backbone_run`` gives a trained backbone), and writes
-    a run directory (resumably, as :func:`dynscale.idp.train_run` does).
+    a run directory (resumably: :func:`dynscale.train.train_and_save`).
 
     Raises:
         DynscaleError: before any training, for a backbone that is not a trained ResNet of the
             data, or an output that cannot be written.
     """
-    out = check_output(out, force, inputs=[backbone_run])
-    state_dir = prepare_state(state_directory(out), force, resume)
-    dataset = load_dataset(data) if isinstance(data, str) else data
-    seed_everything(config.seed)
-    if backbone_run is not None:
-        run = load_run(backbone_run)
-        if run.kind != "width" or run.model_name not in RESNETS or run.config.profile_ranges:
-            raise DynscaleError(f"{backbone_run} is not a ResNet trained with `dynscale train --model resnet38`; "
-                                "a backbone must be one")
-        check_compatible(run.config.model_config, dataset, str(backbone_run))
-        backbone, model_name = run.model, run.model_name
-        recipe = dataclasses.replace(recipe, pretrain=0)  # the backbone is pretrained
-    else:
-        if model_name not in RESNETS:
-            raise DynscaleError(f"fractional skipping takes the ResNets ({', '.join(RESNETS)}), not {model_name!r}")
-        backbone = get_model(model_name, **sized_for(dataset, {"profile": "all-one", **(model_options or {})}))
-    net = DFSNet(backbone, recipe.choices)
-    provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
-    meta = {"kind": "dfs", "model": ModelSpec.of(backbone).to_json(), "data": dataset.name,
-            "training": config.to_dict(), "recipe": recipe.to_dict(), "provenance": provenance}
-    metrics = fit_resumable(Trainer(net, dataset, config, recipe, progress), state_dir, meta, resume, checkpoint_every)
-    run_dir = save_run(out, net, dataset.name, training=config, recipe=recipe, metrics=metrics, provenance=provenance)
-    shutil.rmtree(state_dir, ignore_errors=True)
-    return run_dir
+    def build(dataset: Dataset) -> Training:
+        steps = recipe
+        if backbone_run is not None:
+            run = open_run(backbone_run, (WIDTH,), dataset, own_data=True, what="--backbone")
+            if run.model_name not in RESNETS or run.config.profile_ranges:
+                raise DynscaleError(f"{backbone_run} is not a ResNet trained with `dynscale train --model resnet38`; "
+                                    "a backbone must be one")
+            backbone = run.model
+            steps = dataclasses.replace(recipe, pretrain=0)  # the backbone is pretrained
+        else:
+            if model_name not in RESNETS:
+                raise DynscaleError(f"--model: fractional skipping takes the ResNets ({', '.join(RESNETS)}), not "
+                                    f"{model_name!r}")
+            backbone = get_model(model_name, **sized_for(dataset, {"profile": "all-one", **(model_options or {})}))
+        provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
+        return Training(DFSNet(backbone, steps.choices), steps, config, provenance)
+
+    return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
+                          inputs=[backbone_run] if backbone_run is not None else [])
 
 
 def _measure(net: DFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> Measurement:
@@ -121,22 +108,32 @@ def calibrated(backbone: torch.nn.Module, data: Dataset) -> DFSNet:
 
 def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8: bool = False,
                data: str | Dataset | None = None, timing: TimingConfig | None = None,
-               progress: bool | None = None) -> list[Curve]:
+               progress: bool | None = None, choices_plot: bool = False) -> list[Curve]:
     """Operating points of DFS runs (grouped as DFS or SkipNet-style by their choices) and, for
     ResNet width runs, static quantization at ``static_bits`` and (``int8``) real int8 in ONNX
-    Runtime. Each run's points are relative to its own full-precision network.
+    Runtime. Each run's points are relative to its own full-precision network. With
+    ``choices_plot`` (the gates' choices will be drawn) one run must be a DFS run.
 
     Raises:
         DynscaleError: for a run of another kind.
     """
     curves, gated = [], {}
-    for run_dir in runs:
-        run = load_run(run_dir)
-        dataset = data if isinstance(data, Dataset) else load_dataset(data or run.data)
-        check_compatible(run.config.model_config, dataset, str(run_dir))
+    opened = open_runs(runs, (DFS, WIDTH), data, with_data=True, what="dfs sweep")
+    for run in opened:
+        if run.kind == WIDTH and (run.model_name not in RESNETS or run.config.profile_ranges):
+            raise DynscaleError(f"{run.path} is a width run of {run.model_name}; give DFS runs (dynscale dfs train) "
+                                "or ResNet runs (for the static and int8 baselines)")
+    kinds = {run.kind for run in opened}
+    if choices_plot and DFS not in kinds:
+        raise DynscaleError("--choices-plot draws what the gates chose: give at least one DFS run (dynscale dfs train)")
+    if (static_bits or int8) and WIDTH not in kinds:
+        raise DynscaleError(f"{'--static-bits' if static_bits else '--int8'} quantizes ResNet runs: give at least one "
+                            "(dynscale train --model resnet38), or leave it out")
+    for run in opened:
+        dataset, run_dir = run.dataset, run.path
         name = Path(run_dir).name
         test = (dataset.test_x, dataset.test_y)
-        if run.kind == "dfs":
+        if run.kind == DFS:
             net = run.model
             method = "skipnet" if net.choices == list(SKIPNET_CHOICES) else "dfs"
             target = run.config.recipe.get("target")
@@ -145,7 +142,7 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
             measured = evaluate([(CurveSpec(f"{name}: {method}", name, dataset.name, method), [point])], full, test,
                                 timing, progress)
             gated.setdefault((method, run.config.training.get("lr")), []).extend(measured)
-        elif run.kind == "width" and run.model_name in RESNETS:
+        else:
             net = calibrated(run.model, dataset)
             full = _candidate(net, "full", {}, "full precision", "full")
             static = [_candidate(net, "static", {"bits": b}, f"{b} bits", "static", b) for b in static_bits]
@@ -155,9 +152,6 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
             curves += evaluate(specs, full, test, timing, progress)
             if int8:
                 curves += int8_curve(run.model, dataset, name, timing, progress)
-        else:
-            raise DynscaleError(f"{run_dir} is a {run.kind} run of {run.model_name}; give DFS runs (dynscale dfs "
-                                "train) or ResNet runs (for the static and int8 baselines)")
     return _grouped(gated) + curves
 
 
@@ -282,4 +276,29 @@ def _summary(config: RunConfig) -> list[tuple[str, str]]:
     return [("choices", choices), ("target", f"{config.recipe.get('target', 0):g}% of the full-precision BitOps")]
 
 
-register_kind(RunKind("dfs", DFSNet, _describe, _build, _summary))
+DFS = "dfs"
+
+
+@dataclass
+class DFSSection:
+    """The ``section`` of a DFS run's config: the gate's shape."""
+
+    choices: list[int] = setting(check=ListOf(Int(0, FULL), min_len=2, unique=True),
+                                 help="the gates' choices: 0 skips a block, 1-32 bits")
+    embedding: int = setting(check=Int(1), help="channels of the gate's input projection")
+    hidden: int = setting(check=Int(1), help="the gate LSTM's hidden size")
+
+
+def _check(config: RunConfig) -> None:
+    try:
+        check_choices(config.section["choices"])
+    except ValueError as e:
+        raise ValueError(f"section.choices: {e}") from None
+    recipe = config.recipe.get("choices")
+    if recipe is not None and list(recipe) != list(config.section["choices"]):
+        raise ValueError(f"section.choices {config.section['choices']} and recipe.choices {recipe} disagree; the "
+                         "gates were trained with one list")
+
+
+register_kind(RunKind(DFS, DFSNet, _describe, _build, _summary, noun="a DFS run", made_by="`dynscale dfs train`",
+                      used_by="`dynscale dfs sweep`", section=DFSSection, check=_check))

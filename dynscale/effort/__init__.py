@@ -1,5 +1,7 @@
 """DyVEDeep (SPEC §2): input-adaptive effort knobs on a trained network, no retraining."""
 
+from ..methods import Method, register_method
+from . import commands
 from .kernels import backend, conv_at_positions, set_backend
 from .layers import EffortConv2d, EffortLinear
 from .net import EffortNet, apply, off
@@ -11,3 +13,6 @@ from .tune import Tuned, tune
 __all__ = ["SDSS", "SFMA", "SPET", "EffortConv2d", "EffortLinear", "EffortNet", "EffortSettings", "LayerEffort",
            "Tuned", "apply", "backend", "conv_at", "conv_at_positions", "gather_windows", "linear_at", "load_effort",
            "off", "parse_knobs", "set_backend", "sweep_effort_runs", "tune", "tune_run"]
+
+register_method(Method("effort", "DyVEDeep: input-adaptive effort knobs on a trained network, no retraining",
+                       kinds=("effort",), add_commands=commands.add_commands, points=commands.points))

@@ -4,23 +4,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..errors import DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
 from ..eval.runtime import torch_runner
-from ..evaluation import check_compatible
-from ..runs import ModelSpec, RunConfig, RunKind, check_output, load_run, register_kind, save_run
-from .net import EffortNet
+from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, check_output, open_run, open_runs, register_kind, save_run
+from ..schema import Anything, Int, ListOf, MapOf, Num, Record, Str, setting
+from .net import CHAIN_MODELS, EffortNet
 from .settings import KNOBS, EffortSettings
 from .tune import evaluate as evaluate_settings
 from .tune import tune
 
 HELD_OUT = 2000  # examples the search measures on
 CALIBRATION = 512  # examples that order the channels
+
+
+@dataclass
+class TuneSettings:
+    """What ``effort tune`` searches (the options of the command, and :func:`tune_run`'s defaults)."""
+
+    max_loss: list[float] = setting(
+        factory=lambda: [0.5], check=ListOf(Num(0.0, 100.0), min_len=1),
+        help="accuracy points (0-100) the knobs may lose on the held-out data, one search per value: the share of "
+             "examples the dense network gets right and the knobs get wrong")
+    knobs: list[str] = setting(factory=lambda: list(KNOBS), check=ListOf(Str(KNOBS), min_len=1, unique=True),
+                               help="the knobs to use: spet, sdss, sfma")
+    examples: int = setting(HELD_OUT, "held-out examples the search measures on", Int(1))
 
 
 def default_output(run_dir: str | Path, knobs: Sequence[str]) -> Path:
@@ -61,12 +75,12 @@ def tune_run(run_dir: str | Path, max_losses: Sequence[float], knobs: Sequence[s
         and MACs on the held-out data and on the test split (which the search never saw).
     """
     out = check_output(out or default_output(run_dir, knobs), force, inputs=[run_dir])
-    run = load_run(run_dir)
-    if run.kind != "width":
-        raise DynscaleError(f"{run_dir} is a {run.kind} run; effort knobs go on a network trained with "
-                            "`dynscale train`")
-    dataset = data if isinstance(data, Dataset) else load_dataset(data or run.data)
-    check_compatible(run.config.model_config, dataset, str(run_dir))
+    run = open_run(run_dir, (WIDTH,), data, with_data=True, own_data=True, what="effort tune")
+    if run.model_name not in CHAIN_MODELS or run.config.profile_ranges:
+        several = " of several members" if run.config.profile_ranges else ""
+        raise DynscaleError(f"{run_dir} is a {run.model_name} run{several}; effort knobs take single "
+                            f"{' or '.join(CHAIN_MODELS)} networks")
+    dataset = run.dataset
     held, where = held_out(run.config, dataset, examples)
     net = EffortNet(run.model, calibration=held[0][:CALIBRATION])
     tuned = []
@@ -92,10 +106,7 @@ def load_effort(directory: str | Path) -> tuple[EffortNet, RunConfig]:
     Raises:
         DynscaleError: if it is another kind of run.
     """
-    run = load_run(directory)
-    if run.kind != "effort":
-        raise DynscaleError(f"{directory} is a {run.kind} run, not an effort run; make one with "
-                            "`dynscale effort tune RUN`")
+    run = open_run(directory, (EFFORT,), what="effort sweep")
     return run.model, run.config
 
 
@@ -132,11 +143,8 @@ def sweep_effort_runs(run_dirs: Sequence[str | Path], data: str | Dataset | None
                       timing: TimingConfig | None = None, progress: bool | None = None) -> list[Curve]:
     """Each effort run's tuned settings as operating points (its dense network the reference)."""
     curves = []
-    for run_dir in run_dirs:
-        net, config = load_effort(run_dir)
-        dataset = data if isinstance(data, Dataset) else load_dataset(data or config.data)
-        check_compatible(config.model_config, dataset, str(run_dir))
-        curves += effort_curve(net, config, Path(run_dir).name, dataset, progress, timing)
+    for run in open_runs(run_dirs, (EFFORT,), data, with_data=True, what="effort sweep"):
+        curves += effort_curve(run.model, run.config, run.path.name, run.dataset, progress, timing)
     return curves
 
 
@@ -146,7 +154,10 @@ def _describe(net: EffortNet) -> tuple[ModelSpec, dict]:
 
 
 def _build(config: RunConfig) -> EffortNet:
-    net = EffortNet(config.model.build(), orders=config.section["orders"])
+    try:
+        net = EffortNet(config.model.build(), orders=config.section["orders"])
+    except (IndexError, RuntimeError) as e:  # an order of another length than its layer's inputs
+        raise ValueError(f"section.orders does not fit the network ({' '.join(str(e).split())})") from None
     net.tuned, net.knobs, net.held_out = config.section["tuned"], config.section["knobs"], config.section["held_out"]
     return net
 
@@ -160,4 +171,49 @@ def _summary(config: RunConfig) -> list[tuple[str, str]]:
     return lines
 
 
-register_kind(RunKind("effort", EffortNet, _describe, _build, _summary))
+EFFORT = "effort"
+FRACTION = Num(0.0, 1.0)
+MACS = Num(0.0, low_open=True)
+
+
+@dataclass
+class TunedBound:
+    """One tuned bound of an effort run: its settings, and what they gave."""
+
+    max_loss: float = setting(check=Num(0.0, 100.0), help="the accuracy points the knobs could lose")
+    settings: dict = setting(check=MapOf(MapOf(Anything())), help="the knob settings by layer")
+    held_accuracy: float = setting(check=FRACTION)
+    held_macs: float = setting(check=MACS)
+    held_dense_accuracy: float = setting(check=FRACTION)
+    held_dense_macs: float = setting(check=MACS)
+    test_accuracy: float = setting(check=FRACTION)
+    test_macs: float = setting(check=MACS)
+    test_dense_accuracy: float = setting(check=FRACTION)
+    test_dense_macs: float = setting(check=MACS)
+
+
+@dataclass
+class EffortSection:
+    """The ``section`` of an effort run's config."""
+
+    orders: dict = setting(check=MapOf(ListOf(Int(0), min_len=1, unique=True)),
+                           help="each layer's input-channel order, a permutation")
+    knobs: list[str] = setting(check=ListOf(Str(KNOBS), min_len=1, unique=True), help="the knobs tuned")
+    held_out: str = setting(check=Str(empty=True), help="where the search measured")
+    tuned: list[dict] = setting(check=ListOf(Record(TunedBound)), help="each bound's settings and results")
+
+
+def _check(config: RunConfig) -> None:
+    for name, order in config.section["orders"].items():
+        if sorted(order) != list(range(len(order))):
+            raise ValueError(f"section.orders.{name} is not a permutation of 0..{len(order) - 1}")
+    for i, tuned in enumerate(config.section["tuned"]):
+        try:
+            EffortSettings.from_json(tuned["settings"])
+        except ValueError as e:
+            raise ValueError(f"section.tuned[{i}].settings: {e}") from None
+
+
+register_kind(RunKind(EFFORT, EffortNet, _describe, _build, _summary, noun="an effort run",
+                      made_by="`dynscale effort tune`", used_by="`dynscale effort sweep`", section=EffortSection,
+                      check=_check))

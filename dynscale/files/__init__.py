@@ -131,7 +131,7 @@ def _replace_allowed(path: Path, replace: bool | None) -> bool:
 
 
 def atomic_directory(directory: str | Path, fill: Callable[[Path], object], replace: bool | None = None,
-                     replaces_input: bool = False) -> Path:
+                     replaces_input: bool = False, keep_claim: bool = False) -> Path:
     """Writes a whole directory: ``fill(tmp_dir)`` writes into a temporary sibling, which then
     takes the place of ``directory``. An earlier version (and everything it held) is replaced
     in one atomic exchange where the system has it, so a crash leaves either version whole.
@@ -144,6 +144,8 @@ def atomic_directory(directory: str | Path, fill: Callable[[Path], object], repl
             anything appeared at ``directory`` meanwhile.
         replaces_input: the caller replaces a directory it read on purpose (calibrate updates
             its own run); otherwise a directory a live loaded model came from is refused.
+        keep_claim: keep the output's claim after writing (the caller releases it, once what
+            belongs to the write, such as a training's saved state, is cleaned up).
 
     Returns:
         ``directory``.
@@ -184,7 +186,8 @@ def atomic_directory(directory: str | Path, fill: Callable[[Path], object], repl
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        release_output(directory)
+        if not keep_claim:
+            release_output(directory)
     return directory
 
 

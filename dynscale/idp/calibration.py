@@ -8,12 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..errors import DynscaleError
-from ..evaluation import check_compatible
 from ..layers import calibrated_widths, check_width, incomplete_batchnorms, width
 from ..progress import progress_bar
-from ..runs import claim_output, load_run, write_run
+from ..runs import WIDTH, claim_output, open_run, write_run
 from ..train import TrainConfig, training_subset
 
 
@@ -95,18 +94,14 @@ def calibrate_run(run_dir: str | Path, widths: list[float], data: str | Dataset 
         All calibrated widths of the run after this call.
     """
     claim_output(run_dir, option=None)  # read, then rewritten: no other command may write it meanwhile
-    run = load_run(run_dir)
-    if run.kind != "width":
-        raise DynscaleError(f"{run_dir} is a {run.kind} run; calibrate stores batch-norm statistics per width of "
-                            "a run trained with `dynscale train`")
+    run = open_run(run_dir, (WIDTH,), data, with_data=True, what="calibrate")
     widths = [check_width(w) for w in widths]
     if not incomplete_batchnorms(run.model):
         raise DynscaleError(f"{run_dir} ({run.model_name}) has no batch-norm layers, so there is nothing to "
                             "calibrate")
     if batches < 1:
         raise ValueError(f"calibration needs at least one batch (--batches), got {batches}")
-    dataset = data if isinstance(data, Dataset) else load_dataset(data or run.data)
-    check_compatible(run.config.model_config, dataset, str(run_dir))
+    dataset = run.dataset
     config = TrainConfig.from_dict(run.config.training)
     calibrate_bn(run.model, calibration_loader(dataset, config, batches), widths, progress=progress)
     write_run(run_dir, run.model, run.config, in_place=True)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
-from ..evaluation import accuracy
+from ..eval import accuracy
 from ..layers import (
     PROFILE_GRADIENTS,
     check_width,
@@ -23,6 +23,7 @@ from ..layers import (
     width_scaled,
 )
 from ..models.multiprofile import MultiProfileModel, check_profile_ranges
+from ..schema import ListOf, Num, Str, setting
 from ..train import Recipe, register_recipe
 
 CUTS = ("full", "random")
@@ -64,7 +65,8 @@ class WidthRecipe(Recipe):
     """What the width recipes share: training at the top of a width range with a profile
     gradient mode, and the test accuracy there at the end."""
 
-    profile_gradient: str = "chain"  # or "straight-through": the weight gradient without γ
+    profile_gradient: str = setting("chain", "straight-through: the authors' weight gradient without the profile",
+                                    Str(PROFILE_GRADIENTS))
 
     def __post_init__(self) -> None:
         if self.profile_gradient not in PROFILE_GRADIENTS:
@@ -96,7 +98,8 @@ class IDP(WidthRecipe):
     convolutional recipe)."""
 
     name = "idp"
-    cut: str = "full"
+    cut: str = setting("full", "full: train at full width (MLP recipe); random: per-layer random cuts (conv recipe)",
+                       Str(CUTS))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -151,7 +154,9 @@ class MultiProfile(IDP):
     profiles' outputs stay bit-identical."""
 
     name = "multi-profile"
-    profiles: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 0.3), (0.3, 1.0)])
+    profiles: list[tuple[float, float]] = setting(
+        factory=lambda: [(0.0, 0.3), (0.3, 1.0)], help="the profiles' width ranges, trained one after another",
+        check=ListOf(ListOf(Num(0.0, 1.0), length=2), min_len=1))
 
     def __post_init__(self) -> None:
         super().__post_init__()

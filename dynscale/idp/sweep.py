@@ -16,14 +16,13 @@ import torch
 from torch import nn
 
 from ..cost import count_macs, count_parameters
-from ..data import Dataset, load_dataset
-from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
+from ..data import Dataset
+from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
 from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
-from ..evaluation import accuracy, check_compatible
 from ..export import dense
 from ..layers import check_width, set_width, width, width_scaled
 from ..models.multiprofile import MultiProfileModel
-from ..runs import Run, load_run
+from ..runs import WIDTH, Run, open_runs
 
 DEFAULT_WIDTHS = [0.1, 0.25, 0.5, 0.75, 1.0]
 # Test examples ONNX Runtime's outputs are checked on before a width is timed there.
@@ -167,25 +166,15 @@ def envelope(curves: list[Curve], widths: list[float], label: str, run: str | No
 
 
 def sweep_runs(run_dirs: list[str | Path], widths: list[float], data: str | Dataset | None = None,
-               timing: TimingConfig | None = None, progress: bool | None = None) -> list[Curve]:
+               timing: TimingConfig | None = None, progress: bool | None = None, what: str = "sweep") -> list[Curve]:
     """Loads and sweeps each run directory (each on its own dataset unless ``data``, a name or
     a loaded dataset, is given).
 
     Raises:
         DynscaleError: if a run does not fit the dataset, or is not a width run.
     """
-    datasets: dict[str, Dataset] = {data.name: data} if isinstance(data, Dataset) else {}
     curves = []
-    for run_dir in run_dirs:
-        run = load_run(run_dir)
-        if run.kind != "width":
-            raise ValueError(f"{run_dir} is a {run.kind} run; sweep it with its own command "
-                             f"({'`dynscale adaptive sweep`' if run.kind == 'early-exit' else 'see dynscale --help'})")
-        name = data.name if isinstance(data, Dataset) else data or run.data
-        if name not in datasets:
-            datasets[name] = load_dataset(name)
-        check_compatible(run.config.model_config, datasets[name], str(run_dir))
+    for run in open_runs(run_dirs, (WIDTH,), data, with_data=True, what=what):
         method = run.config.recipe.get("name", "idp")
-        curves += sweep_model(run.model, datasets[name], widths, timing, run_label(run), method, str(run_dir),
-                              progress)
+        curves += sweep_model(run.model, run.dataset, widths, timing, run_label(run), method, str(run.path), progress)
     return curves

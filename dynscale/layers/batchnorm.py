@@ -40,6 +40,12 @@ class _IncompleteBatchNorm(WidthScaled):
         self.register_buffer(f"calib_mean_{key}", mean.detach().clone())
         self.register_buffer(f"calib_var_{key}", var.detach().clone())
 
+    def prepare_loaded_buffer(self, name: str, tensor: torch.Tensor) -> None:
+        """Creates the buffer ``name`` of a saved state before it is loaded: per-width statistics
+        appear on calibration, so a freshly built layer lacks them (the loader's public hook)."""
+        if name.startswith(("calib_mean_", "calib_var_")):
+            self.register_buffer(name, torch.zeros_like(tensor))
+
     def clear_statistics(self) -> None:
         """Removes every stored per-width statistic."""
         for name in [n for n, _ in self.named_buffers(recurse=False) if n.startswith("calib_")]:

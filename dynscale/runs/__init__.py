@@ -7,62 +7,31 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from ..errors import CheckpointError, DynscaleError
+from ..errors import DynscaleError
 from ..files import (
     atomic_directory,
     atomic_write,
     check_not_input,
     claim_output,
     dumps_json,
-    note_input,
     release_output,
     release_outputs,
 )
 from ..layers import calibrated_widths
-from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig
-from .kinds import RunKind, create_model, get_kind, kind_of, list_kinds, register_kind
-from .store import WEIGHTS, load_state_checked, read_weights, write_weights
+from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig, register_v1_migration
+from .kinds import WIDTH, RunKind, create_model, get_kind, kind_of, list_kinds, register_kind, unregister_kind
+from .open import Run, check_config, check_data, load_run, open_run, open_runs, register_config_check
+from .store import WEIGHTS, write_weights
 
-__all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "ModelSpec", "Run", "RunConfig", "RunKind",
-           "atomic_directory", "atomic_write", "check_directory", "check_file_output", "check_output", "claim_output",
-           "create_model", "describe_run",
-           "enclosing_run", "get_kind", "is_run_directory", "kind_of", "list_kinds", "load_run", "register_kind",
-           "release_outputs", "save_run", "write_run"]
-
-
-@dataclass
-class Run:
-    """A loaded run: its directory, model (in eval mode, at full width) and config."""
-
-    path: Path
-    model: nn.Module
-    config: RunConfig
-
-    @property
-    def kind(self) -> str:
-        return self.config.kind
-
-    @property
-    def metrics(self) -> dict:
-        """The final metrics recorded when the run was trained."""
-        return self.config.metrics
-
-    @property
-    def model_name(self) -> str | None:
-        return self.config.model_name
-
-    @property
-    def data(self) -> str:
-        return self.config.data
-
-    @property
-    def profile(self) -> str | list[float] | None:
-        return self.config.profile
+__all__ = ["CONFIG", "FORMAT", "SCHEMA_VERSION", "WEIGHTS", "WIDTH", "ModelSpec", "Run", "RunConfig", "RunKind",
+           "atomic_directory", "atomic_write", "check_config", "check_data", "check_directory", "check_file_output",
+           "check_output", "claim_output", "create_model", "describe_run", "enclosing_run", "get_kind",
+           "is_run_directory", "kind_of", "list_kinds", "load_run", "open_run", "open_runs", "register_config_check",
+           "register_kind", "register_v1_migration", "release_outputs", "save_run", "unregister_kind", "write_run"]
 
 
 def describe_run(model: nn.Module, data: str, training: object = None, recipe: object = None,
@@ -95,7 +64,8 @@ def _as_dict(value: object) -> dict:
     return dict(value)
 
 
-def write_run(directory: str | Path, model: nn.Module, config: RunConfig, in_place: bool = False) -> Path:
+def write_run(directory: str | Path, model: nn.Module, config: RunConfig, in_place: bool = False,
+              keep_claim: bool = False) -> Path:
     """Writes a run directory whole: weights and config go into a temporary sibling that then
     replaces ``directory`` in one rename, so a crash never leaves weights from one training with
     the config of another.
@@ -106,6 +76,7 @@ def write_run(directory: str | Path, model: nn.Module, config: RunConfig, in_pla
         config: its config.
         in_place: ``directory`` is the run the model was loaded from, updated on purpose (as
             calibrate does); otherwise writing over a run whose model is in use is refused.
+        keep_claim: keep the claim on ``directory`` (see :func:`files.atomic_directory`).
 
     Returns:
         The directory.
@@ -117,7 +88,7 @@ def write_run(directory: str | Path, model: nn.Module, config: RunConfig, in_pla
         write_weights(tmp / WEIGHTS, model, metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(text)
 
-    return atomic_directory(Path(directory), fill, replaces_input=in_place)
+    return atomic_directory(Path(directory), fill, replaces_input=in_place, keep_claim=keep_claim)
 
 
 def save_run(directory: str | Path, model: nn.Module, data: str, **fields) -> Path:
@@ -126,29 +97,6 @@ def save_run(directory: str | Path, model: nn.Module, data: str, **fields) -> Pa
     Example: ``save_run("runs/mine", model, "digits")``.
     """
     return write_run(directory, model, describe_run(model, data, **fields))
-
-
-def load_run(directory: str | Path) -> Run:
-    """Loads a run directory of any kind, validating the config, tensor names and shapes.
-
-    Args:
-        directory: a directory written by :func:`save_run`.
-
-    Returns:
-        The run with its model in eval mode.
-
-    Raises:
-        CheckpointError: if anything is missing, truncated, foreign or inconsistent.
-    """
-    directory = Path(directory)
-    config = RunConfig.read(directory)
-    try:
-        model = create_model(config)
-    except CheckpointError as e:
-        raise CheckpointError(f"{directory / CONFIG}: {e}") from None
-    load_state_checked(model, read_weights(directory / WEIGHTS), str(directory / WEIGHTS))
-    note_input(directory, model)  # while the model is in use, no output replaces the run
-    return Run(directory, model.eval(), config)
 
 
 def is_run_directory(path: str | Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,8 +78,12 @@ class ModelSpec:
             model = build_multi_profile(self.name, [tuple(r) for r in self.profiles], shared=self.shared, **cfg)
         else:
             model = get_model(self.name, **cfg)
-        model.profile_from_weights = custom  # so the loader does not check the profile against the config
         return model
+
+    @property
+    def custom_profile(self) -> bool:
+        """The profile's coefficients are restored from the weights, not the config."""
+        return self.config.get("profile") == "custom"
 
 
 @dataclass
@@ -169,8 +174,6 @@ class RunConfig:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{source} is incomplete ({type(e).__name__}: {e}); the run is corrupt, "
                                   "retrain it") from None
-        if model is None and config.kind == "width":
-            raise CheckpointError(f"{source} does not name its model")
         return config
 
     @classmethod
@@ -201,28 +204,25 @@ class RunConfig:
         return path
 
 
+# Version 1 kept every recipe's settings in ``training``: each method registers how to read its
+# recipe and section from such a config (see :func:`register_v1_migration`).
+V1Migration = Callable[[dict, dict], "tuple[dict, dict] | None"]
+_V1_MIGRATIONS: list[V1Migration] = []
+
+
+def register_v1_migration(migrate: V1Migration) -> V1Migration:
+    """Registers how a method reads a version-1 config: ``migrate(doc, training)`` returns the
+    ``(recipe, section)`` of a config that is one of its own, else None."""
+    _V1_MIGRATIONS.append(migrate)
+    return migrate
+
+
 def _migrate_v1(doc: dict) -> dict:
     """Version 1 kept every recipe's settings in ``training`` and kind fields at the top level."""
     training = dict(doc.get("training") or {})
     model = doc.get("model") or {}
     kind = doc.get("kind", "width")
-    name = training.get("recipe", "idp")
-    if kind == "early-exit":
-        recipe = {"name": "frozen-exits" if doc.get("backbone_run") else "early-exit",
-                  "exit_weights": doc.get("exit_weights")}
-        section = {"exits": doc.get("exits") or []}
-    elif name == "independent":
-        recipe, section = {"name": "independent", "widths": training.get("family_widths")}, {}
-    elif name == "us":
-        recipe = {"name": "us", **{k: training[k] for k in ("sandwich", "min_width", "distill") if k in training}}
-        section = {}
-    elif model.get("profiles"):
-        recipe = {"name": "multi-profile", "profiles": model["profiles"],
-                  **{k: training[k] for k in ("cut", "profile_gradient") if k in training}}
-        section = {}
-    else:
-        recipe = {"name": "idp", **{k: training[k] for k in ("cut", "profile_gradient") if k in training}}
-        section = {}
+    recipe, section = next((found for migrate in _V1_MIGRATIONS if (found := migrate(doc, training))), ({}, {}))
     if not training:
         recipe = {}  # saved from the Python API without training settings
     provenance = {k: doc[k] for k in ("reproduce",) if k in doc}

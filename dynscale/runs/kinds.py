@@ -1,4 +1,5 @@
-"""Run kinds: how each kind of run describes its model in a ``RunConfig`` and rebuilds it.
+"""Run kinds: how each kind of run describes its model in a ``RunConfig``, rebuilds it, and
+checks what its config holds.
 
 The base kind, ``width``, is a registered network (or several members of one: multiple profiles,
 an independent family). Methods register their own kinds (``early-exit``, ``cascade``,
@@ -27,6 +28,16 @@ class RunKind:
         describe: ``model -> (ModelSpec or None, section)``: what the config records.
         build: ``config -> model``: the untrained skeleton that the weights are loaded into.
         summary: ``config -> [(label, text)]``: extra lines for ``dynscale info``.
+        noun: how messages call a run of this kind ("an early-exit run").
+        made_by: the command that makes one ("`dynscale adaptive train`").
+        used_by: the command that evaluates one ("`dynscale adaptive sweep`").
+        section: a dataclass whose fields are the schema of the config's ``section``
+            (``dynscale.schema.check_fields``), checked on load.
+        check: ``config -> None``: the checks across fields and sections (raises ``ValueError``
+            naming the field), run on load after the schemas.
+        networks: ``config -> [model spec dicts]``: the networks whose input shape and classes
+            must fit the data (default: the config's one model).
+        needs_model: the config must name its model.
     """
 
     name: str
@@ -34,6 +45,24 @@ class RunKind:
     describe: Callable[[nn.Module], tuple[ModelSpec | None, dict]]
     build: Callable[[RunConfig], nn.Module]
     summary: Callable[[RunConfig], list[tuple[str, str]]] | None = None
+    noun: str = ""
+    made_by: str = ""
+    used_by: str = ""
+    section: type | None = None
+    check: Callable[[RunConfig], None] | None = None
+    networks: Callable[[RunConfig], list[dict]] | None = None
+    needs_model: bool = True
+
+    @property
+    def called(self) -> str:
+        """The noun of messages: ``noun`` or "a NAME run"."""
+        return self.noun or f"a {self.name} run"
+
+    def model_specs(self, config: RunConfig) -> list[dict]:
+        """The ``{"name", "config"}`` of each network the run holds."""
+        if self.networks is not None:
+            return self.networks(config)
+        return [config.model.to_json()] if config.model else []
 
 
 _KINDS: dict[str, RunKind] = {}
@@ -45,6 +74,11 @@ def register_kind(kind: RunKind) -> RunKind:
         raise ValueError(f"run kind {kind.name!r} is already registered")
     _KINDS[kind.name] = kind
     return kind
+
+
+def unregister_kind(name: str) -> None:
+    """Removes a registered kind (a plugin's test undoing its registration)."""
+    _KINDS.pop(name, None)
 
 
 def list_kinds() -> list[str]:
@@ -90,4 +124,6 @@ def _width_build(config: RunConfig) -> nn.Module:
     return config.model.build()
 
 
-register_kind(RunKind("width", nn.Module, lambda model: (ModelSpec.of(model), {}), _width_build))
+WIDTH = "width"
+register_kind(RunKind(WIDTH, nn.Module, lambda model: (ModelSpec.of(model), {}), _width_build,
+                      noun="a width run", made_by="`dynscale train`", used_by="`dynscale sweep`"))

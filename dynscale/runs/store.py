@@ -10,7 +10,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError
-from ..layers.batchnorm import _IncompleteBatchNorm
 
 WEIGHTS = "model.safetensors"
 
@@ -48,26 +47,32 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is truncated or not a safetensors file ({e}); retrain or restore it") from None
 
 
-def add_calibration_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Creates the per-width batch-norm buffers named in ``state`` so it can be loaded."""
+def add_loaded_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Lets each module create the buffers of ``state`` it keeps but a fresh model lacks (its
+    ``prepare_loaded_buffer(name, tensor)`` hook, e.g. per-width batch-norm statistics)."""
     for name, tensor in state.items():
         owner, _, leaf = name.rpartition(".")
-        if leaf.startswith(("calib_mean_", "calib_var_")):
-            try:
-                module = model.get_submodule(owner)
-            except AttributeError:
-                continue  # reported as unexpected by the check
-            if isinstance(module, _IncompleteBatchNorm):
-                module.register_buffer(leaf, torch.zeros_like(tensor))
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue  # reported as unexpected by the check
+        hook = getattr(module, "prepare_loaded_buffer", None)
+        if callable(hook) and leaf not in dict(module.named_buffers(recurse=False)):
+            hook(leaf, tensor)
 
 
-def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                       check_profile: bool = True) -> None:
     """Loads ``state`` into ``model`` after checking names and shapes match exactly.
+
+    Args:
+        check_profile: the profile buffers must equal the model's (False where the config says
+            the profile is custom, so its coefficients come from the weights).
 
     Raises:
         CheckpointError: naming the first missing, unexpected or mis-shaped tensor.
     """
-    add_calibration_buffers(model, state)
+    add_loaded_buffers(model, state)
     expected = unique_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -75,7 +80,6 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
         raise CheckpointError(
             f"{source} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    free_profiles = [prefix for prefix, m in model.named_modules() if getattr(m, "profile_from_weights", False)]
     for name, tensor in expected.items():
         got = state[name]
         if got.shape != tensor.shape:
@@ -89,8 +93,7 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values; the run is damaged, "
                                   "retrain it")
-        custom = any(name.startswith(f"{p}.") or not p for p in free_profiles)
-        if name.split(".")[-1] == "profile" and not custom and not torch.equal(got, tensor):
+        if check_profile and name.split(".")[-1] == "profile" and not torch.equal(got, tensor):
             raise CheckpointError(f"{source}: the profile in {name} is not the config's profile; the weights and "
                                   "config.json come from different runs")
     # Aliases of shared tensors are filled through their first name.

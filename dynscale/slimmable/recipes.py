@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,8 @@ from torch import nn
 
 from ..idp.recipes import MultiProfile, WidthRecipe, member_ranges
 from ..layers import check_width, incomplete_batchnorms, set_width
+from ..runs import register_v1_migration
+from ..schema import Int, ListOf, Num, setting
 from ..train import register_recipe
 
 US_CALIBRATION = (0.25, 0.5, 0.75, 1.0)
@@ -29,9 +31,9 @@ class Sandwich(WidthRecipe):
     """
 
     name = "us"
-    sandwich: int = 4
-    min_width: float = 0.25
-    distill: bool = True
+    sandwich: int = setting(4, "widths per step (the largest, the smallest, and random ones)", Int(2))
+    min_width: float = setting(0.25, "the smallest width trained", Num(0.0, 1.0, low_open=True))
+    distill: bool = setting(True, "narrower widths learn from the largest's softmax (off: from the labels only)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,8 +73,10 @@ class Independent(MultiProfile):
     width and trained at it: the family a single network has to beat."""
 
     name = "independent"
-    widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    profiles: list[tuple[float, float]] = field(default_factory=list)
+    widths: list[float] = setting(factory=lambda: [0.25, 0.5, 0.75, 1.0], help="the widths, including 1",
+                                  check=ListOf(Num(0.0, 1.0, low_open=True), min_len=1))
+    profiles: list[tuple[float, float]] = setting(factory=list, help="made from the widths",
+                                                  check=ListOf(ListOf(Num(), length=2)))
 
     def __post_init__(self) -> None:
         self.widths = sorted(check_width(w) for w in self.widths)
@@ -89,3 +93,14 @@ class Independent(MultiProfile):
 
     def to_dict(self) -> dict:
         return {"name": self.name, "cut": self.cut, "profile_gradient": self.profile_gradient, "widths": self.widths}
+
+
+@register_v1_migration
+def _migrate_v1(doc: dict, training: dict) -> tuple[dict, dict] | None:
+    """A version-1 universally slimmable run or independent family."""
+    name = training.get("recipe")
+    if name == "independent":
+        return {"name": "independent", "widths": training.get("family_widths")}, {}
+    if name == "us":
+        return {"name": "us", **{k: training[k] for k in ("sandwich", "min_width", "distill") if k in training}}, {}
+    return None

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data import Dataset
+from ..schema import Int, Num, Optional, Str, check_fields, setting
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -24,16 +25,18 @@ class TrainConfig:
     ``lr=None`` picks 0.05 for SGD and 1e-3 for Adam.
     """
 
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    seed: int = 0
-    train_limit: int | None = None  # train on N examples of a fixed shuffle
-    holdout: int = 0  # examples set aside (Dataset.split_holdout) for fitting adaptive policies
+    epochs: int = setting(30, "passes over the training data", Int(1))
+    batch_size: int = setting(64, "examples per optimizer step", Int(1))
+    optimizer: str = setting("sgd", "the optimizer", Str(OPTIMIZERS))
+    lr: float | None = setting(None, "learning rate (default 0.05 for sgd, 0.001 for adam)",
+                               Optional(Num(0.0, low_open=True)))
+    momentum: float = setting(0.9, "SGD momentum, in [0, 1)", Num(0.0, 1.0, high_open=True))
+    weight_decay: float = setting(0.0, "L2 weight decay, >= 0", Num(0.0))
+    schedule: str = setting("cosine", "learning-rate schedule over the steps", Str(SCHEDULES))
+    seed: int = setting(0, "seed of the initialisation and data order", Int(0))
+    train_limit: int | None = setting(None, "train on N examples of a fixed shuffle (default: all)",
+                                      Optional(Int(1)))
+    holdout: int = setting(0, "training examples kept out (to fit adaptive policies on later)", Int(0))
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -53,6 +56,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def check_dict(cls, values: dict, where: str = "training") -> None:
+        """Checks the training settings a run's config records (each one given, by its field).
+
+        Raises:
+            SchemaError: naming the field.
+        """
+        check_fields(cls, values, where, partial=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..evaluation import accuracy
+from ..eval.metrics import accuracy
+from ..schema import SchemaError, check_fields
 
 
 class Recipe:
@@ -113,15 +114,59 @@ def get_recipe(name: str, **settings) -> Recipe:
     Raises:
         ValueError: for an unknown recipe or setting.
     """
-    if name not in _RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(list_recipes())}")
-    cls = _RECIPES[name]
+    cls = recipe_class(name)
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     unknown = sorted(set(settings) - fields)
     if unknown:
         raise ValueError(f"recipe {name!r} has no setting {', '.join(unknown)}; its settings are "
                          f"{', '.join(sorted(fields)) or 'none'}")
     return cls(**settings)
+
+
+def recipe_class(name: str) -> type[Recipe]:
+    """The registered recipe class ``name``.
+
+    Raises:
+        ValueError: for an unknown recipe.
+    """
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(list_recipes())}")
+    return _RECIPES[name]
+
+
+def unregister_recipe(name: str) -> None:
+    """Removes a registered recipe (a plugin's test undoing its registration)."""
+    _RECIPES.pop(name, None)
+
+
+def check_recipe_dict(values: dict, where: str = "recipe") -> None:
+    """Checks a recipe as a run's config records it: its name, each setting's type (the
+    dataclass's fields) and range (the recipe's own checks, one setting at a time so the
+    message names it), then all settings together.
+
+    Raises:
+        SchemaError: naming the setting.
+    """
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+        raise SchemaError(f"{where}.name is missing")
+    try:
+        cls = recipe_class(values["name"])
+    except ValueError as e:
+        raise SchemaError(f"{where}.name: {e}") from None
+    settings = {k: v for k, v in values.items() if k != "name"}
+    check_fields(cls, settings, where, partial=True)
+    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    for key in sorted(set(settings) - known):
+        raise SchemaError(f"{where}.{key} is not a setting of the {cls.name} recipe")
+    for key, value in settings.items():
+        try:
+            cls(**{key: value})
+        except (ValueError, TypeError) as e:
+            raise SchemaError(f"{where}.{key}: {e}") from None
+    try:
+        cls(**settings)
+    except (ValueError, TypeError) as e:
+        raise SchemaError(f"{where}: {e}") from None
 
 
 def recipe_from_dict(values: dict) -> Recipe:

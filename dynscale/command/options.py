@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from ..adaptive.cascade import parse_edges
 from ..eval.runtime import RUNTIMES, parse_runtimes
 from ..models import parse_profile_ranges
 
@@ -86,6 +85,16 @@ def parsed_by(parse: Callable[[str], object], takes: str) -> Check:
         except ValueError as e:
             raise _fail(str(e)) from None
     return check
+
+
+def spec(check) -> Check:
+    """The command-line parser of a :mod:`dynscale.schema` description."""
+    def parse(text: str) -> object:
+        try:
+            return check.parse(text)
+        except ValueError as e:
+            raise _fail(" ".join(str(e).split())) from None
+    return parse
 
 
 def width(text: str) -> float:
@@ -185,7 +194,6 @@ def model_name(text: str) -> str:
 
 
 profile_ranges = parsed_by(parse_profile_ranges, "width ranges like 0-0.3,0.3-1.0")
-edges = parsed_by(parse_edges, "FROM-TO pairs like 0-1,1-2,0-2")
 runtime_list = parsed_by(parse_runtimes, f"runtimes from {', '.join(RUNTIMES)}")
 POSITIVE = integer(1)
 NON_NEGATIVE = integer(0)

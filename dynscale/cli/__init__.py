@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     effort = p.add_subparsers(dest="effort_command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = effort.add_parser("tune", help="search per-layer knob settings for each accuracy-loss bound")
-    p.add_argument("run", type=opt.run_directory, help="a run trained with `dynscale train` (mlp or vgg16)")
+    p.add_argument("run", type=opt.run_directory, help="a run trained with `dynscale train` (any traceable network)")
     p.add_argument("--max-loss", type=opt.listing(opt.number(0.0, 100.0), "0.5,1"), default=[0.5], metavar="POINTS",
                    help="accuracy points (0-100) the knobs may lose on the held-out data, one search per value: "
                    "the share of examples the dense network gets right and the knobs get wrong")

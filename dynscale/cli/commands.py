@@ -328,8 +328,10 @@ def info(args: argparse.Namespace) -> None:
 
 
 def adaptive_train(args: argparse.Namespace) -> None:
-    from ..adaptive import train_early_exit_run
-    from ..models import model_info
+    import torch
+
+    from ..adaptive import exit_points, train_early_exit_run
+    from ..models import get_model
     from ..runs import RunConfig, check_output, load_run
 
     check_output(args.out, args.force)
@@ -338,17 +340,18 @@ def adaptive_train(args: argparse.Namespace) -> None:
     options = _model_options(args)
     if args.backbone is None:
         options = _check_model_options(args.model, options, data)
-        stages = model_info(args.model).stages(**{**options, "in_channels": data.in_channels,
-                                                   "input_size": data.input_size, "num_classes": data.num_classes})
+        with torch.device("meta"):  # no memory is allocated for the weights
+            backbone = get_model(args.model, **{**options, "in_channels": data.in_channels,
+                                                "input_size": data.input_size, "num_classes": data.num_classes})
     else:
         _width_run(args.backbone, "--backbone")
         with about("--backbone"):
-            from ..adaptive import backbone_stages
-
-            stages = [n for n, _ in backbone_stages(load_run(args.backbone).model)]
-    unknown = [e for e in args.exits if e not in stages[:-1]]
+            backbone = load_run(args.backbone).model
+    with about("--backbone" if args.backbone is not None else "--model"):
+        points = exit_points(backbone)
+    unknown = [e for e in args.exits if e not in points]
     if unknown:
-        raise DynscaleError(f"--exits: unknown stage {unknown[0]!r}; exits can follow {', '.join(stages[:-1])}")
+        raise DynscaleError(f"--exits: unknown stage {unknown[0]!r}; exits can follow {', '.join(points)}")
     if len(set(args.exits)) != len(args.exits):
         raise DynscaleError(f"--exits: each stage takes at most one exit, got {','.join(args.exits)}")
     if args.exit_weights is not None:
@@ -415,16 +418,14 @@ def adaptive_cascade(args: argparse.Namespace) -> None:
 
 def effort_tune(args: argparse.Namespace) -> None:
     from ..effort import tune_run
-    from ..effort.net import CHAIN_MODELS
     from ..effort.runs import default_output
     from ..runs import RunConfig, check_output
 
     config = _width_run(args.run, "effort tune")
     out = check_output(args.out or default_output(args.run, args.knobs), args.force)
-    if config.model_name not in CHAIN_MODELS or config.profile_ranges:
-        several = " of several members" if config.profile_ranges else ""
-        raise DynscaleError(f"{args.run} is a {config.model_name} run{several}; effort knobs take single "
-                            f"{' or '.join(CHAIN_MODELS)} networks")
+    if config.profile_ranges:
+        raise DynscaleError(f"{args.run} is a {config.model_name} run of several members; effort knobs take a "
+                            "single network")
     data = _dataset(args.data or config.data)
     with about("--data"):
         from ..evaluation import check_compatible

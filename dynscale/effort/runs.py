@@ -47,7 +47,7 @@ def tune_run(run_dir: str | Path, max_losses: Sequence[float], knobs: Sequence[s
     """Tunes a trained run's effort knobs for each loss bound and saves them beside it.
 
     Args:
-        run_dir: a width run of a chain network (``mlp``, ``vgg16``).
+        run_dir: a width run (any network :func:`dynscale.graph.trace` understands).
         max_losses: accuracy-loss bounds in points (held-out data).
         knobs: the knobs to use.
         data: the dataset (default: the run's own).

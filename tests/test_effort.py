@@ -1,6 +1,8 @@
 """DyVEDeep: the shared primitive, each knob doing nothing and acting (with exact counts), the
 effort network, the tuner's bound, runs, and bad settings."""
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -490,6 +492,8 @@ def test_a_converted_torchvision_resnet_takes_the_knobs(torchvision):
 
     torch.manual_seed(0)
     model = convert(torchvision.models.resnet18(num_classes=10)).eval()
+    # The input shape a converted run's model declares (dense export reads it from the config).
+    model.config = types.SimpleNamespace(in_channels=3, input_size=32, input_shape=(3, 32, 32))
     x = torch.randn(2, 3, 32, 32)
     net = EffortNet(model, calibration=x)
     layers = net.layers

@@ -541,3 +541,18 @@ def load_run_model(run):
     from dynscale.runs import load_run
 
     return load_run(run).model
+
+
+@pytest.mark.parametrize("run", ["mlp-effort", "vgg16-effort"])
+def test_effort_runs_saved_before_the_graph_still_load_and_give_their_figures(run, synthetic):
+    # Written by `tune_run` before effort knobs read the traced graph (chain networks only).
+    from pathlib import Path
+
+    from dynscale.effort import load_effort
+    from dynscale.effort.tune import evaluate
+
+    net, config = load_effort(Path(__file__).parent / "fixtures" / "effort" / run)
+    assert net.orders == config.section["orders"]
+    for tuned in config.section["tuned"]:
+        accuracy, macs = evaluate(net, synthetic.test_x, synthetic.test_y, EffortSettings.from_json(tuned["settings"]))
+        assert (accuracy, macs) == pytest.approx((tuned["test_accuracy"], tuned["test_macs"]), rel=1e-6)

@@ -603,3 +603,14 @@ def test_channels_last_timing_leaves_the_callers_model_as_it_was(synthetic):
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(m.weight.stride() == torch.empty(m.weight.shape).stride() for m in convs)
     assert not any(m.training for m in net.modules())
+
+
+def test_cli_adaptive_train_takes_any_stage_boundary(tmp_path, capsys):
+    run = tmp_path / "ee"
+    assert main(["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--set", "hidden=[16,16]",
+                 "--exits", "layers.2", "--epochs", "1", "--threads", "1", "--out", str(run)]) == 0
+    net, config = load_early_exit(run)
+    assert config.section["exits"] == ["layers.2"] and net.exit_names == ["layers.2"]  # before the 2nd ReLU
+    assert main(["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--exits", "layers.9",
+                 "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--exits: unknown stage 'layers.9'; exits can follow layer1, layer2, flatten" in capsys.readouterr().err

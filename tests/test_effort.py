@@ -1,8 +1,6 @@
 """DyVEDeep: the shared primitive, each knob doing nothing and acting (with exact counts), the
 effort network, the tuner's bound, runs, and bad settings."""
 
-import types
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -491,9 +489,7 @@ def test_a_converted_torchvision_resnet_takes_the_knobs(torchvision):
     from dynscale import convert
 
     torch.manual_seed(0)
-    model = convert(torchvision.models.resnet18(num_classes=10)).eval()
-    # The input shape a converted run's model declares (dense export reads it from the config).
-    model.config = types.SimpleNamespace(in_channels=3, input_size=32, input_shape=(3, 32, 32))
+    model = convert(torchvision.models.resnet18(num_classes=10), example=torch.randn(2, 3, 32, 32)).eval()
     x = torch.randn(2, 3, 32, 32)
     net = EffortNet(model, calibration=x)
     layers = net.layers
@@ -556,3 +552,40 @@ def test_effort_runs_saved_before_the_graph_still_load_and_give_their_figures(ru
     for tuned in config.section["tuned"]:
         accuracy, macs = evaluate(net, synthetic.test_x, synthetic.test_y, EffortSettings.from_json(tuned["settings"]))
         assert (accuracy, macs) == pytest.approx((tuned["test_accuracy"], tuned["test_macs"]), rel=1e-6)
+
+
+class SmallResidual(nn.Module):
+    """A user's network for the `converted` family: a residual block with functional ReLUs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.relu(x + self.conv2(F.relu(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def small_residual():
+    torch.manual_seed(0)
+    return SmallResidual()
+
+
+def test_a_converted_run_takes_effort_tune_and_sweep(tmp_path, capsys):
+    from dynscale.cli import main
+    from dynscale.convert import convert_to_run
+    from dynscale.effort import load_effort
+
+    run = convert_to_run(f"{__file__}:small_residual", (1, 8, 8), tmp_path / "conv", data="synthetic")
+    assert main(["effort", "tune", str(run), "--data", "synthetic", "--max-loss", "5", "--knobs", "spet",
+                 "--examples", "100", "--threads", "1"]) == 0
+    out = tmp_path / "conv-effort-spet"
+    net, config = load_effort(out)
+    assert net.layer_names == ["stem", "conv1", "conv2", "fc"] and net.layers["conv1"].relu
+    assert not net.layers["conv2"].relu  # into the residual addition
+    assert net.orders == config.section["orders"] and "conv1" in net.orders
+    assert main(["effort", "sweep", str(out), "--data", "synthetic"]) == 0
+    assert "spet" in capsys.readouterr().out

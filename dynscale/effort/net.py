@@ -131,13 +131,13 @@ class EffortNet(nn.Module):
                  example: torch.Tensor | None = None) -> None:
         super().__init__()
         self.original = model.eval()
+        if example is None:
+            example = calibration[:1] if calibration is not None else torch.zeros(1, *input_shape(model))
         plain = copy.deepcopy(model)
         if any(isinstance(m, WidthScaled) for m in plain.modules()):
             from ..export import dense
 
-            plain = dense(model, 1.0)
-        if example is None:
-            example = calibration[:1] if calibration is not None else torch.zeros(1, *input_shape(model))
+            plain = dense(model, 1.0, example[:1])
         graph = trace(plain.eval(), example[:1])
         self.net, self.layer_names, self.dense_reasons = self._build(plain, graph)
         self._graph = graph  # a plain attribute: its GraphModule calls the effort layers too

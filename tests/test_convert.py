@@ -371,3 +371,31 @@ def test_convert_to_run_writes_a_width_run_that_loads(tmp_path):
     with pytest.raises(DynscaleError, match="--input-shape takes"):
         convert_to_run(factory, "1,x,6", tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+class CatBN(nn.Module):
+    """A batch-norm over a concatenation, then a flatten into a linear layer: index plans everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(1, 8, 3, padding=1)
+        self.bn, self.c, self.fc = nn.BatchNorm2d(16), nn.Conv2d(16, 8, 1), nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = self.bn(torch.cat([self.a(x), self.b(x)], 1))
+        return self.fc(self.c(torch.relu(y)).flatten(1))
+
+
+def test_a_converted_network_with_index_plans_trains_at_every_width():
+    torch.manual_seed(0)
+    model = convert(CatBN(), example=torch.randn(2, 1, 4, 4)).train()
+    assert model.bn.plan is not None and model.c.in_plan is not None and model.fc.in_plan is not None
+    before = model.bn.running_mean.clone()
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    for p in (0.5, 0.25, 1.0):
+        with width(model, p):
+            model(torch.randn(4, 1, 4, 4)).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    changed = model.bn.running_mean != before
+    assert changed.all()  # every channel ran at width 1.0; the planned ones wrote their statistics back

@@ -18,6 +18,7 @@ from dynscale.adaptive import (
     backbone_stages,
     calibrate_threshold,
     confidence_features,
+    exit_points,
     fit_policies,
     load_early_exit,
     sweep_cascade,
@@ -37,7 +38,7 @@ from dynscale.idp import train_run
 from dynscale.runs import RunConfig, load_run, save_run
 from dynscale.train import TrainConfig, training_subset
 
-from tiny import tiny_options
+from tiny import tiny_model, tiny_options
 
 K = 4  # classes of the synthetic graphs
 
@@ -135,8 +136,8 @@ def test_forced_exit_at_the_first_stage_runs_nothing_else():
     backbone = get_model("vgg16", in_channels=1, input_size=16, width_mult=0.125).eval()
     net = EarlyExitNet(backbone, ["block1", "block2", "block3"]).eval()
     graph = net.graph()
-    calls = {name: 0 for name, _ in backbone_stages(backbone)}
-    for name, module in backbone_stages(backbone):  # hook each stage's first layer
+    calls = {name: 0 for name, _ in backbone.stages()}
+    for name, module in backbone.stages():  # hook each stage's first layer
         first = next(iter(module.children()))
         first.register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
     for name in ("block2", "block3"):
@@ -323,20 +324,65 @@ def test_linear_policy_counts_its_macs():
 def test_every_registered_model_takes_exits_after_every_stage(name):
     torch.manual_seed(0)
     backbone = get_model(name, **tiny_options(name, input_size=12))
-    stages = backbone_stages(backbone)
+    own = [n for n, _ in backbone.stages()[:-1]]
+    assert exit_points(backbone)[:len(own)] == own  # the model's own stage names come first
+    stages = backbone_stages(backbone, own)
+    assert [n for n, _ in stages] == [*own, "final"]
     x = torch.randn(5, 1, 12, 12)
     backbone.eval()
-    state = x
-    for _, module in stages:
-        state = module(state)
+    state = expected = x
+    for (_, module), (_, stage) in zip(stages, backbone.stages(), strict=True):  # each cut where its stage ends
+        state, expected = module(state), stage(expected)
+        torch.testing.assert_close(state, expected)
     torch.testing.assert_close(state, backbone(x))
-    net = EarlyExitNet(backbone, [n for n, _ in stages[:-1]])
+    net = EarlyExitNet(backbone, own)
     outputs = net.train()(x)
     assert len(outputs) == len(stages) and all(o.shape == (5, 10) for o in outputs)
     sum(o.sum() for o in outputs).backward()
     assert all(p.grad is not None for p in net.exits.parameters())
     graph = net.eval().graph()
     assert graph.full_macs == pytest.approx(count_macs(backbone, x[:1]))
+
+
+@pytest.mark.parametrize("name, exits", [("vgg16", ["features.3", "block2", "classifier.0"]),
+                                         ("resnet", ["stem.1", "add", "layers.1"]),
+                                         ("mobilenet", ["blocks.0.relu", "blocks.2.pointwise", "blocks.4"])])
+def test_exits_attach_at_any_stage_boundary(name, exits):
+    # Boundaries that are no stage of the model's own: inside a block, after a residual
+    # addition before its ReLU, after a batch-norm.
+    torch.manual_seed(0)
+    backbone = tiny_model(name, input_size=12, calibrate=True)
+    assert not set(exits) - set(exit_points(backbone))
+    net = EarlyExitNet(backbone, list(reversed(exits))).eval()
+    assert net.exit_names == exits  # in execution order
+    x = torch.randn(6, 1, 12, 12)
+    with torch.no_grad():
+        outputs = net(x)
+        assert len(outputs) == 4 and torch.equal(outputs[-1], backbone(x))
+        graph = net.graph()
+        never = graph.run(x, [FixedPolicy(1)] * 3 + [None], batch_size=4)
+        first = graph.run(x, [FixedPolicy(0)] * 3 + [None], batch_size=4)
+    assert torch.equal(never.predictions, backbone(x).argmax(1))
+    assert torch.equal(first.predictions, outputs[0].argmax(1))
+    assert sum(n.macs for n in graph.nodes) > graph.full_macs > graph.nodes[0].macs
+
+
+def test_exits_on_a_converted_torchvision_resnet(torchvision, synthetic):
+    from dynscale import convert
+
+    torch.manual_seed(0)
+    model = convert(torchvision.models.resnet18(num_classes=10)).eval()
+    points = exit_points(model, (3, 32, 32))
+    assert {"layer1", "layer2", "layer3"} <= set(points)
+    net = EarlyExitNet(model, ["layer3", "layer1"], input_shape=(3, 32, 32)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        outputs = net(x)
+        assert net.exit_names == ["layer1", "layer3"] and torch.equal(outputs[-1], model(x))
+        outcome = net.graph().run(x, [FixedPolicy(1), FixedPolicy(0), None])
+    assert torch.equal(outcome.predictions, outputs[1].argmax(1)) and (outcome.exit_node == 1).all()
+    state = net.state_dict()
+    assert {"exits.layer1.2.weight", "exits.layer3.2.weight"} <= set(state)
 
 
 def test_frozen_backbone_keeps_its_weights_and_statistics(synthetic):
@@ -365,7 +411,9 @@ def test_holdout_is_kept_out_of_training(synthetic):
 @pytest.mark.parametrize("exits, match", [
     ([], "at least one exit"),
     (["block9"], "unknown stage 'block9'; exits can follow block1, block2"),
-    (["head"], "'head' is the backbone's own output"),
+    (["final"], "'final' is the backbone's own output"),
+    (["head"], "unknown stage 'head'"),
+    (["block5", "features"], "exits 'block5' and 'features' name one place"),
     (["block1", "block1"], "at most one exit"),
 ])
 def test_bad_exits_are_named(exits, match):
@@ -373,13 +421,13 @@ def test_bad_exits_are_named(exits, match):
         EarlyExitNet(get_model("vgg16", width_mult=0.125), exits)
 
 
-def test_a_backbone_without_stages_is_refused_and_a_sequential_is_split():
-    class Plain(nn.Module):
+def test_a_backbone_the_graph_cannot_trace_is_refused_and_a_sequential_is_split():
+    class Branchy(nn.Module):
         def forward(self, x):
-            return x
+            return x if x.sum() > 0 else -x  # data-dependent control flow
 
-    with pytest.raises(TypeError, match="cannot be split into stages"):
-        EarlyExitNet(Plain(), ["a"], input_shape=(1, 4, 4))
+    with pytest.raises(ValueError, match="torch.fx cannot trace the model"):
+        EarlyExitNet(Branchy(), ["a"], input_shape=(1, 4, 4))
     seq = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     net = EarlyExitNet(seq, ["2"], input_shape=(1, 4, 4))
     assert [o.shape for o in net(torch.randn(2, 1, 4, 4))] == [(2, 3), (2, 3)]
@@ -555,3 +603,14 @@ def test_channels_last_timing_leaves_the_callers_model_as_it_was(synthetic):
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(m.weight.stride() == torch.empty(m.weight.shape).stride() for m in convs)
     assert not any(m.training for m in net.modules())
+
+
+def test_cli_adaptive_train_takes_any_stage_boundary(tmp_path, capsys):
+    run = tmp_path / "ee"
+    assert main(["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--set", "hidden=[16,16]",
+                 "--exits", "layers.2", "--epochs", "1", "--threads", "1", "--out", str(run)]) == 0
+    net, config = load_early_exit(run)
+    assert config.section["exits"] == ["layers.2"] and net.exit_names == ["layers.2"]  # before the 2nd ReLU
+    assert main(["adaptive", "train", "--model", "mlp", "--data", "synthetic", "--exits", "layers.9",
+                 "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--exits: unknown stage 'layers.9'; exits can follow layer1, layer2, flatten" in capsys.readouterr().err

@@ -303,8 +303,14 @@ def test_settings_a_network_cannot_take_are_refused(trained):
         net.set_settings(EffortSettings({"classifier.0": LayerEffort(sfma=SFMA(0.1))}))
     with pytest.raises(ValueError, match="'features.0' cannot take SPET"):  # one input channel
         net.set_settings(EffortSettings({"features.0": LayerEffort(spet=SPET(0.5))}))
-    with pytest.raises(ValueError, match="chain networks"):
-        EffortNet(tiny_model("resnet"))
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # data-dependent control flow
+
+    with pytest.raises(ValueError, match="torch.fx cannot trace the model"):
+        EffortNet(Branchy(), example=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="no convolution or linear layer"):
+        EffortNet(nn.Sequential(nn.ReLU()), example=torch.zeros(1, 3))
 
 
 def test_an_effort_run_round_trips_and_sweeps(tmp_path, synthetic):
@@ -345,3 +351,241 @@ def test_simulation_gives_the_real_outputs_and_counts(trained, synthetic):
     torch.testing.assert_close(simulated, real, rtol=1e-4, atol=1e-4)
     assert torch.equal(simulated_macs, real_macs)
     assert real_macs.min() < dynscale.cost.count_macs(trained, x[:1])
+
+
+# ---- any traceable network -------------------------------------------------------------------
+
+
+class FunctionalNet(nn.Module):
+    """ReLUs as functions and one ReLU module called twice: neither can be removed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.conv2, self.conv3 = nn.Conv2d(6, 6, 3, padding=1), nn.Conv2d(6, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.act(self.conv2(x))
+        x = self.act(self.conv3(x)).mean((2, 3))
+        return self.fc(x)
+
+
+def any_model(name):
+    torch.manual_seed(0)
+    if name == "sequential":
+        return nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(5, 7, 3), nn.ReLU(), nn.Flatten(), nn.Linear(7 * 16, 3)).eval()
+    if name == "functional":
+        model = FunctionalNet().eval()
+        model.bn1.running_mean.uniform_(-0.5, 0.5), model.bn1.running_var.uniform_(0.5, 2)
+        return model
+    return tiny_model(name, input_size=12, calibrate=True)
+
+
+ARCHITECTURES = ["vgg16", "resnet", "mobilenet", "mlp", "sequential", "functional"]
+
+
+def knobs_that_find_nothing(net):
+    """SFMA on every convolution that takes it, at a threshold only constant windows pass (read as
+    their mean, they give the same sums)."""
+    settings = {}
+    for name, layer in net.layers.items():
+        effort = LayerEffort(sfma=SFMA(1e-30))
+        try:
+            layer.check(effort, name)
+        except ValueError:
+            continue
+        settings[name] = effort
+    return EffortSettings(settings)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_traceable_network_takes_the_knobs_and_off_is_bit_identical(name, backend):
+    model = any_model(name)
+    x = torch.randn(6, 1, 12, 12) * 2
+    net = EffortNet(model, calibration=x)
+    assert not net.dense_reasons
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4)  # folded, reordered
+        assert net.macs()[0].item() == dynscale.cost.count_macs(model, x[:1])
+        settings = knobs_that_find_nothing(net)
+        net.set_settings(settings)
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4)
+        segments = net.segments()
+        state = x
+        for segment in segments:  # what the tuner reruns, piece by piece
+            state = segment(state)
+        torch.testing.assert_close(state, net(x))
+        off(net)
+        assert torch.equal(net(x), expected)
+    if name != "mlp":
+        assert settings.layers, "the test needs layers taking the knobs"
+
+
+def test_residual_blocks_take_the_knobs_that_apply():
+    net = EffortNet(any_model("resnet"))
+    layers = net.layers
+    assert layers["layers.0.0.conv1"].relu  # conv → BN → ReLU inside the block
+    assert not layers["layers.0.0.conv2"].relu  # its output goes into the residual addition
+    net.set_settings(EffortSettings({"layers.0.0.conv1": LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1, 0.1)),
+                                     "layers.0.0.conv2": LayerEffort(sdss=SDSS(2, 0.1, 0.1), sfma=SFMA(0.1)),
+                                     "layers.1.0.shortcut.0": LayerEffort(sdss=SDSS(2, 0.1, 0.1))}))
+    with pytest.raises(ValueError, match="'layers.0.0.conv2' cannot take SPET: it needs a layer followed by ReLU"):
+        net.set_settings(EffortSettings({"layers.0.0.conv2": LayerEffort(spet=SPET(0.5))}))
+    # conv2 reads conv1's outputs alone (the ReLU fused): permuted offline; conv1 reads the
+    # block's input, which the shortcut reads too: gathered in order at run time.
+    assert layers["layers.0.0.conv1"].input_order is not None
+    assert "layers.0.0.conv2" not in net.orders  # no SPET there, no order
+
+
+def test_depthwise_convolutions_say_why_they_take_no_knob():
+    net = EffortNet(any_model("mobilenet"))
+    assert net.layers["blocks.0.depthwise"].groups > 1 and net.layers["blocks.0.pointwise"].relu
+    net.set_settings(EffortSettings({"blocks.0.pointwise": LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1, 0.1))}))
+    for effort, match in [(LayerEffort(spet=SPET(0.5)), "each neuron reads one input channel"),
+                          (LayerEffort(sfma=SFMA(0.1)), "costs as many MACs as the convolution itself"),
+                          (LayerEffort(sdss=SDSS(2, 0.1, 0.1)), "sparse kernels take ungrouped convolutions")]:
+        with pytest.raises(ValueError, match="'blocks.0.depthwise' is a depthwise convolution.*" + match):
+            net.set_settings(EffortSettings({"blocks.0.depthwise": effort}))
+
+
+def test_functional_and_shared_relus_are_fused_and_kept():
+    model = any_model("functional")
+    x = torch.randn(5, 1, 8, 8)
+    net = EffortNet(model, calibration=x)
+    assert all(layer.relu for name, layer in net.layers.items() if name != "fc")
+    assert isinstance(net.net.act, nn.ReLU)  # called twice: it stays (ReLU of a rectified output)
+    assert isinstance(net.net.bn1, nn.Identity)  # folded
+    net.set_settings(EffortSettings({"conv2": LayerEffort(spet=SPET(0.5, 0.0))}))
+    with torch.no_grad():
+        approx = net(x)
+        net.set_settings(EffortSettings({"conv2": LayerEffort(spet=SPET(1.0))}))
+        torch.testing.assert_close(net(x), model(x), rtol=1e-4, atol=1e-4)
+    assert approx.shape == (5, 3)
+
+
+def test_a_layer_called_twice_stays_dense_and_says_why():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(F.relu(self.conv(F.relu(self.conv(x)))).mean((2, 3)))
+
+    model = Twice().eval()
+    net = EffortNet(model, example=torch.zeros(1, 3, 6, 6))
+    assert net.layer_names == ["head"] and "called at 2 places" in net.dense_reasons["conv"]
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x))
+
+
+def test_a_converted_torchvision_resnet_takes_the_knobs(torchvision):
+    from dynscale import convert
+
+    torch.manual_seed(0)
+    model = convert(torchvision.models.resnet18(num_classes=10), example=torch.randn(2, 3, 32, 32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    net = EffortNet(model, calibration=x)
+    layers = net.layers
+    assert len(layers) == 21 and layers["layer1.0.conv1"].relu and not layers["layer1.0.conv2"].relu
+    assert isinstance(net.net.layer1[0].relu, nn.ReLU)  # torchvision calls it twice per block
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(net(x), expected, rtol=1e-3, atol=1e-3)
+        net.set_settings(EffortSettings({"layer2.0.conv1": LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1, 0.1))}))
+        net(x)
+        assert (net.macs() < dynscale.cost.count_macs(model, x[:1])).all()
+        assert torch.equal(off(net)(x), expected)
+
+
+@pytest.mark.parametrize("name, knobs", [("resnet", "spet"), ("mobilenet", "sdss")])
+def test_effort_runs_of_residual_and_depthwise_networks_round_trip(tmp_path, synthetic, name, knobs, capsys):
+    from dynscale.cli import main
+    from dynscale.effort import load_effort
+    from dynscale.idp import train_run
+    from dynscale.train import TrainConfig
+
+    from tiny import tiny_options
+
+    options = {k: v for k, v in tiny_options(name).items() if k not in ("in_channels", "input_size", "num_classes")}
+    run = train_run(tmp_path / name, name, synthetic, TrainConfig(epochs=1, holdout=100, train_limit=300),
+                    model_options=options, progress=False)
+    assert main(["effort", "tune", str(run), "--max-loss", "5", "--knobs", knobs, "--examples", "100",
+                 "--threads", "1"]) == 0
+    out = tmp_path / f"{name}-effort-{knobs}"
+    assert "wrote" in capsys.readouterr().out
+    net, config = load_effort(out)
+    again = EffortNet(load_run_model(run), orders=config.section["orders"])
+    assert net.orders == config.section["orders"] == again.orders
+    x = synthetic.test_x[:8]
+    for tuned in config.section["tuned"]:
+        settings = EffortSettings.from_json(tuned["settings"])
+        net.set_settings(settings), again.set_settings(settings)
+        with torch.no_grad():
+            assert torch.equal(net(x), again(x))
+    assert main(["effort", "sweep", str(out)]) == 0
+    assert knobs in capsys.readouterr().out
+
+
+def load_run_model(run):
+    from dynscale.runs import load_run
+
+    return load_run(run).model
+
+
+@pytest.mark.parametrize("run", ["mlp-effort", "vgg16-effort"])
+def test_effort_runs_saved_before_the_graph_still_load_and_give_their_figures(run, synthetic):
+    # Written by `tune_run` before effort knobs read the traced graph (chain networks only).
+    from pathlib import Path
+
+    from dynscale.effort import load_effort
+    from dynscale.effort.tune import evaluate
+
+    net, config = load_effort(Path(__file__).parent / "fixtures" / "effort" / run)
+    assert net.orders == config.section["orders"]
+    for tuned in config.section["tuned"]:
+        accuracy, macs = evaluate(net, synthetic.test_x, synthetic.test_y, EffortSettings.from_json(tuned["settings"]))
+        assert (accuracy, macs) == pytest.approx((tuned["test_accuracy"], tuned["test_macs"]), rel=1e-6)
+
+
+class SmallResidual(nn.Module):
+    """A user's network for the `converted` family: a residual block with functional ReLUs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.relu(x + self.conv2(F.relu(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def small_residual():
+    torch.manual_seed(0)
+    return SmallResidual()
+
+
+def test_a_converted_run_takes_effort_tune_and_sweep(tmp_path, capsys):
+    from dynscale.cli import main
+    from dynscale.convert import convert_to_run
+    from dynscale.effort import load_effort
+
+    run = convert_to_run(f"{__file__}:small_residual", (1, 8, 8), tmp_path / "conv", data="synthetic")
+    assert main(["effort", "tune", str(run), "--data", "synthetic", "--max-loss", "5", "--knobs", "spet",
+                 "--examples", "100", "--threads", "1"]) == 0
+    out = tmp_path / "conv-effort-spet"
+    net, config = load_effort(out)
+    assert net.layer_names == ["stem", "conv1", "conv2", "fc"] and net.layers["conv1"].relu
+    assert not net.layers["conv2"].relu  # into the residual addition
+    assert net.orders == config.section["orders"] and "conv1" in net.orders
+    assert main(["effort", "sweep", str(out), "--data", "synthetic"]) == 0
+    assert "spet" in capsys.readouterr().out

@@ -3,7 +3,7 @@
 from ..methods import Method, register_method
 from . import commands
 from .cascade import Cascade
-from .exits import EarlyExitNet, backbone_stages, exit_accuracies
+from .exits import EarlyExitNet, backbone_stages, exit_accuracies, exit_points
 from .graph import AdaptiveGraph, Node, Outcome
 from .policy import (
     FixedPolicy,
@@ -21,8 +21,8 @@ from .sweep import build_cascade, sweep_adaptive_run, sweep_cascade, sweep_graph
 __all__ = [
     "AdaptiveGraph", "Cascade", "EarlyExitNet", "EarlyExits", "FixedPolicy", "FrozenExits", "LearnedPolicy", "Node",
     "Outcome", "ThresholdPolicy", "backbone_stages", "build_cascade", "calibrate_threshold", "confidence_features",
-    "exit_accuracies", "fit_policies", "load_early_exit", "sweep_adaptive_run", "sweep_cascade", "sweep_graph",
-    "threshold_policies", "train_early_exit", "train_early_exit_run",
+    "exit_accuracies", "exit_points", "fit_policies", "load_early_exit", "sweep_adaptive_run", "sweep_cascade",
+    "sweep_graph", "threshold_policies", "train_early_exit", "train_early_exit_run",
 ]
 
 register_method(Method("adaptive", "adaptive inference: learned early exits and network selection",

@@ -85,17 +85,24 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     add_quiet(p)
 
 
-def _stages(args: argparse.Namespace, options: dict, data) -> list[str]:
-    from ..models import model_info
+def _exit_points(args: argparse.Namespace, options: dict, data) -> list[str]:
+    """The names an exit can follow: the backbone's stage boundaries (built on the meta device,
+    or the ``--backbone`` run's network)."""
+    import torch
+
+    from ..models import get_model
     from ..runs import WIDTH, open_run
-    from .exits import backbone_stages
+    from .exits import exit_points
 
     if args.backbone is None:
-        sized = {**options, "in_channels": data.in_channels, "input_size": data.input_size,
-                 "num_classes": data.num_classes}
-        return model_info(args.model).stages(**sized)
-    with about("--backbone"):
-        return [n for n, _ in backbone_stages(open_run(args.backbone, (WIDTH,), what="--backbone").model)]
+        with torch.device("meta"):  # no memory is allocated for the weights
+            backbone = get_model(args.model, **{**options, "in_channels": data.in_channels,
+                                                "input_size": data.input_size, "num_classes": data.num_classes})
+    else:
+        with about("--backbone"):
+            backbone = open_run(args.backbone, (WIDTH,), what="--backbone").model
+    with about("--backbone" if args.backbone is not None else "--model"):
+        return exit_points(backbone)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -108,10 +115,10 @@ def train(args: argparse.Namespace) -> None:
     options = model_options(args)
     if args.backbone is None:
         options = check_model_options(args.model, options, data)
-    stages = _stages(args, options, data)
-    unknown = [e for e in args.exits if e not in stages[:-1]]
+    points = _exit_points(args, options, data)
+    unknown = [e for e in args.exits if e not in points]
     if unknown:
-        raise DynscaleError(f"--exits: unknown stage {unknown[0]!r}; exits can follow {', '.join(stages[:-1])}")
+        raise DynscaleError(f"--exits: unknown stage {unknown[0]!r}; exits can follow {', '.join(points)}")
     if len(set(args.exits)) != len(args.exits):
         raise DynscaleError(f"--exits: each stage takes at most one exit, got {','.join(args.exits)}")
     if args.exit_weights is not None:

@@ -27,7 +27,7 @@ def add_commands(sub) -> None:
     group = add_group(sub, "effort", "DyVEDeep: effort knobs on a trained network, tuned on held-out data")
 
     p = group.add_parser("tune", help="search per-layer knob settings for each accuracy-loss bound")
-    p.add_argument("run", type=opt.run_directory, help="a run trained with `dynscale train` (mlp or vgg16)")
+    p.add_argument("run", type=opt.run_directory, help="a run trained with `dynscale train` (any traceable network)")
     add_fields(p, TuneSettings)
     add_data(p, None, "the dataset (default: the run's own; another is refused, the search uses its held-out split)")
     p.add_argument("--out", type=opt.path, default=None,

@@ -66,13 +66,26 @@ class EffortConv2d(EffortLayer):
         self.relu = relu
 
     def check(self, effort: LayerEffort, name: str) -> None:
-        super().check(effort, name)
         if self.groups != 1 and effort.active:
-            raise ValueError(f"layer {name!r} is a grouped convolution; effort knobs take ungrouped ones")
+            raise ValueError(f"layer {name!r} {self._grouped_reason(effort)}")
+        super().check(effort, name)
         if effort.sfma.active and self.dilation != (1, 1):
             raise ValueError(f"layer {name!r} is dilated; SFMA takes undilated convolutions")
         if isinstance(self.padding, str):
             raise ValueError(f"layer {name!r} pads by name ({self.padding!r}); effort knobs need numeric padding")
+
+    def _grouped_reason(self, effort: LayerEffort) -> str:
+        """Why a grouped convolution takes no knob (the one asked for, for a depthwise one)."""
+        if self.weight.shape[1] == 1 and self.groups == self.weight.shape[0]:
+            if effort.spet.active:
+                return ("is a depthwise convolution: each neuron reads one input channel, so SPET has no partial sum "
+                        "over the first channels to stop early")
+            if effort.sfma.active:
+                return ("is a depthwise convolution: testing a window for uniformity costs as many MACs as the "
+                        "convolution itself (kh·kw per channel and position), so SFMA cannot save work")
+            return ("is a depthwise convolution; SDSS's sparse kernels take ungrouped convolutions (a depthwise one "
+                    "costs only kh·kw MACs per output)")
+        return "is a grouped convolution; effort knobs take ungrouped ones"
 
     def macs_per_position(self, channels: int | None = None) -> int:
         """Multiply-accumulates of one output position (over ``channels`` inputs; all by default)."""

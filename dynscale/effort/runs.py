@@ -15,7 +15,7 @@ from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfi
 from ..eval.runtime import torch_runner
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, check_output, open_run, open_runs, register_kind, save_run
 from ..schema import Anything, Int, ListOf, MapOf, Num, Record, Str, setting
-from .net import CHAIN_MODELS, EffortNet
+from .net import EffortNet
 from .settings import KNOBS, EffortSettings
 from .tune import evaluate as evaluate_settings
 from .tune import tune
@@ -61,7 +61,7 @@ def tune_run(run_dir: str | Path, max_losses: Sequence[float], knobs: Sequence[s
     """Tunes a trained run's effort knobs for each loss bound and saves them beside it.
 
     Args:
-        run_dir: a width run of a chain network (``mlp``, ``vgg16``).
+        run_dir: a width run (any network :func:`dynscale.graph.trace` understands).
         max_losses: accuracy-loss bounds in points (held-out data).
         knobs: the knobs to use.
         data: the dataset (default: the run's own).
@@ -76,10 +76,9 @@ def tune_run(run_dir: str | Path, max_losses: Sequence[float], knobs: Sequence[s
     """
     out = check_output(out or default_output(run_dir, knobs), force, inputs=[run_dir])
     run = open_run(run_dir, (WIDTH,), data, with_data=True, own_data=True, what="effort tune")
-    if run.model_name not in CHAIN_MODELS or run.config.profile_ranges:
-        several = " of several members" if run.config.profile_ranges else ""
-        raise DynscaleError(f"{run_dir} is a {run.model_name} run{several}; effort knobs take single "
-                            f"{' or '.join(CHAIN_MODELS)} networks")
+    if run.config.profile_ranges:
+        raise DynscaleError(f"{run_dir} is a {run.model_name} run of several members; effort knobs take a single "
+                            "network")
     dataset = run.dataset
     held, where = held_out(run.config, dataset, examples)
     net = EffortNet(run.model, calibration=held[0][:CALIBRATION])

@@ -72,16 +72,15 @@ def evaluate(net: EffortNet, x: torch.Tensor, y: torch.Tensor, settings: EffortS
 class StagedEvaluator:
     """Measures settings on held-out data, recomputing only from the stage a move changes.
 
-    The network's stages (``stages()`` of the registered models, the children of an
-    ``nn.Sequential``) run in order; the input of every stage and the MACs of every stage are
-    kept for the settings last accepted, so a move in a late layer reruns only the end. The
-    first settings measured are the reference whose correct examples ``broken`` counts against.
+    The network's segments (:meth:`EffortNet.segments`, cut at stage boundaries of its graph)
+    run in order; the input of every segment and the MACs of every segment are kept for the
+    settings last accepted, so a move in a late layer reruns only the end. The first settings
+    measured are the reference whose correct examples ``broken`` counts against.
     """
 
     def __init__(self, net: EffortNet, x: torch.Tensor, y: torch.Tensor) -> None:
         self.net, self.x, self.y = net, x, y
-        model = net.net
-        self.stages = [m for _, m in model.stages()] if hasattr(model, "stages") else list(model.children())
+        self.stages = net.segments()
         layers = net.layers
         self.stage_of = {name: next(i for i, stage in enumerate(self.stages)
                                     if any(m is layer for m in stage.modules())) for name, layer in layers.items()}

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..command import (
+    MODEL_OPTIONS,
     about,
     add_data,
     add_group,
@@ -17,7 +18,9 @@ from ..command import (
     add_training_options,
     check_model_options,
     dataset,
+    model_name,
     model_options,
+    refuse,
     sweep_report,
     timing,
     training_config,
@@ -92,7 +95,7 @@ def _stages(args: argparse.Namespace, options: dict, data) -> list[str]:
     if args.backbone is None:
         sized = {**options, "in_channels": data.in_channels, "input_size": data.input_size,
                  "num_classes": data.num_classes}
-        return model_info(args.model).stages(**sized)
+        return model_info(model_name(args)).stages(**sized)
     with about("--backbone"):
         return [n for n, _ in backbone_stages(open_run(args.backbone, (WIDTH,), what="--backbone").model)]
 
@@ -104,9 +107,11 @@ def train(args: argparse.Namespace) -> None:
     check_output(args.out, args.force)
     config = training_config(args, holdout=args.holdout or 0)
     data = dataset(args.data)
-    options = model_options(args)
     if args.backbone is None:
-        options = check_model_options(args.model, options, data)
+        options = check_model_options(model_name(args), model_options(args), data)
+    else:
+        refuse(args, MODEL_OPTIONS, "with --backbone: the model and its options are the backbone run's")
+        options = {}
     stages = _stages(args, options, data)
     unknown = [e for e in args.exits if e not in stages[:-1]]
     if unknown:
@@ -117,7 +122,7 @@ def train(args: argparse.Namespace) -> None:
         if len(args.exit_weights) != len(args.exits) + 1 or sum(args.exit_weights) <= 0:
             raise DynscaleError(f"--exit-weights: give {len(args.exits) + 1} weights >= 0, not all 0 (one per exit, "
                                 f"then the final output), got {','.join(f'{w:g}' for w in args.exit_weights)}")
-    out = train_early_exit_run(args.out, args.model, data, config, args.exits, args.exit_weights, options,
+    out = train_early_exit_run(args.out, model_name(args), data, config, args.exits, args.exit_weights, options,
                                backbone_run=args.backbone, force=args.force, resume=args.resume,
                                checkpoint_every=args.checkpoint_every)
     metrics = RunConfig.read(out).metrics
@@ -126,6 +131,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def _sweep_options(args: argparse.Namespace) -> dict:
+    if args.no_timing:
+        refuse(args, {"channels_last": "--channels-last"}, "with --no-timing (it is a setting of the timing)")
     settings = None if args.no_timing else timing(args, runtimes=["torch"], examples=args.timing_examples,
                                                   channels_last=args.channels_last)
     return {"lambdas": args.lambdas, "max_losses": args.max_loss, "timing": settings,

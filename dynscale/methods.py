@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .registry import Registry
+
 
 @dataclass(frozen=True)
 class Method:
@@ -33,41 +35,32 @@ class Method:
     points: Callable[..., list] | None = None
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS: Registry[Method] = Registry("method", hint="the methods are")
 
 
 def register_method(method: Method) -> Method:
     """Registers a method (a name may be registered once)."""
-    if method.name in _METHODS:
-        raise ValueError(f"method {method.name!r} is already registered")
-    _METHODS[method.name] = method
-    return method
+    return _METHODS.register(method.name, method)
 
 
 def unregister_method(name: str) -> None:
     """Removes a registered method (a plugin's test undoing its registration)."""
-    _METHODS.pop(name, None)
+    _METHODS.unregister(name)
 
 
 def list_methods() -> list[Method]:
     """The registered methods, in order of registration."""
-    return list(_METHODS.values())
+    return list(_METHODS)
 
 
 def get_method(name: str) -> Method:
-    """The registered method ``name``.
-
-    Raises:
-        ValueError: for an unknown method.
-    """
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; the methods are {', '.join(_METHODS)}")
-    return _METHODS[name]
+    """The registered method ``name`` (``ValueError`` for an unknown one)."""
+    return _METHODS.get(name)
 
 
 def method_of_kind(kind: str) -> Method | None:
     """The method that makes runs of ``kind`` (None: no registered method does)."""
-    return next((m for m in _METHODS.values() if kind in m.kinds), None)
+    return next((m for m in _METHODS if kind in m.kinds), None)
 
 
 def measure_run(run_dir: str | Path, *, data=None, timing=None, progress=None, **options) -> list:

@@ -17,12 +17,11 @@ from .data import Dataset, load_dataset
 from .errors import CheckpointError, DynscaleError
 from .eval import format_table, write_report
 from .files import atomic_write, dumps_json, write_json
-from .idp import IDP, MultiProfile, sweep_runs, train_run
+from .idp import sweep_runs, train_run
 from .layers import incomplete_batchnorms
 from .models import get_model, parse_profile_ranges
 from .runs import RunConfig, check_directory
-from .slimmable import Independent, Sandwich
-from .train import Recipe, TrainConfig, state_directory
+from .train import Recipe, TrainConfig, get_recipe, state_directory
 
 PAPERS = ("idp",)
 MODEL_OPTIONS = ("width_mult",)
@@ -37,15 +36,15 @@ def load_plan(paper: str) -> dict:
 
 
 def plan_recipe(plan: dict, spec: dict) -> Recipe:
-    """The recipe a run of a plan trains with."""
-    cut = {"cut": spec["cut"]} if "cut" in spec else {}
-    if spec.get("recipe") == "us":
-        return Sandwich()
-    if spec.get("recipe") == "independent":
-        return Independent(widths=spec["family_widths"], **cut)
-    if spec.get("profiles") == "two":
-        return MultiProfile(profiles=parse_profile_ranges(plan["two_profiles"]), **cut)
-    return IDP(**cut)
+    """The recipe a run of a plan trains with, through the recipe registry: ``recipe`` (``idp``
+    by default; ``multi-profile`` with ``profiles: two``) and the settings the spec gives."""
+    name = spec.get("recipe", "multi-profile" if spec.get("profiles") == "two" else "idp")
+    settings = {"cut": spec["cut"]} if "cut" in spec else {}
+    if name == "independent":
+        settings["widths"] = spec["family_widths"]
+    if name == "multi-profile":
+        settings["profiles"] = parse_profile_ranges(plan["two_profiles"])
+    return get_recipe(name, **settings)
 
 
 def run_settings(plan: dict, name: str, mode: str) -> tuple[dict, TrainConfig, dict, Recipe]:

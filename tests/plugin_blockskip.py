@@ -25,6 +25,7 @@ from dynscale.command import (
     check_model_options,
     dataset,
     fields_of,
+    model_name,
     model_options,
     sweep_report,
     training_config,
@@ -168,8 +169,10 @@ def add_commands(sub) -> None:
 
 def train(args: argparse.Namespace) -> None:
     data = dataset(args.data)
-    options = check_model_options(args.model, {"profile": "all-one", **model_options(args, profile=False)}, data)
-    out = train_block_skip(args.out, args.model, data, training_config(args), BlockDrop(**fields_of(args, BlockDrop)),
+    options = check_model_options(model_name(args), {"profile": "all-one", **model_options(args, profile=False)},
+                                  data)
+    recipe = BlockDrop(**fields_of(args, BlockDrop))
+    out = train_block_skip(args.out, model_name(args), data, training_config(args), recipe,
                            {k: v for k, v in options.items() if k != "profile"},
                            Settings(**fields_of(args, Settings)).seed_order, force=args.force, resume=args.resume,
                            checkpoint_every=args.checkpoint_every)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dynscale"
 
 # Layer of each top-level part of the package: a module may import its own layer and those below.
 LAYERS = {
-    "errors": 0, "files": 0, "profiles": 0, "progress": 0, "schema": 0,
+    "errors": 0, "files": 0, "profiles": 0, "progress": 0, "schema": 0, "registry": 0,
     "layers": 1, "graph": 1,
     "models": 2, "data": 2, "cost": 2,
     "runs": 3, "train": 3, "eval": 3, "methods": 3, "command": 3,

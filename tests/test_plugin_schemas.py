@@ -108,3 +108,9 @@ def test_a_run_is_not_tuned_on_data_of_another_kind(runs, capsys):
     err = capsys.readouterr().err
     assert "was trained on synthetic, not digits" in err and "leave out --data" in err
 
+
+def test_quantizing_baselines_without_a_resnet_run_are_refused(runs, capsys):
+    for option in (["--static-bits", "8"], ["--int8"]):
+        assert main(["dfs", "sweep", str(runs["dfs"]), *option]) == 2
+        assert f"{option[0]} quantizes ResNet runs" in capsys.readouterr().err
+

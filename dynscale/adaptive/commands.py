@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..command import (
+    MODEL_OPTIONS,
     about,
     add_data,
     add_group,
@@ -18,7 +19,9 @@ from ..command import (
     check_model_options,
     dataset,
     inputs,
+    model_name,
     model_options,
+    refuse,
     sweep_report,
     timing,
     training_config,
@@ -96,8 +99,8 @@ def _exit_points(args: argparse.Namespace, options: dict, data) -> list[str]:
 
     if args.backbone is None:
         with torch.device("meta"):  # no memory is allocated for the weights
-            backbone = get_model(args.model, **{**options, "in_channels": data.in_channels,
-                                                "input_size": data.input_size, "num_classes": data.num_classes})
+            backbone = get_model(model_name(args), **{**options, "in_channels": data.in_channels,
+                                                      "input_size": data.input_size, "num_classes": data.num_classes})
     else:
         with about("--backbone"):
             backbone = open_run(args.backbone, (WIDTH,), what="--backbone").model
@@ -112,9 +115,11 @@ def train(args: argparse.Namespace) -> None:
     check_output(args.out, args.force, inputs=inputs(args))
     config = training_config(args, holdout=args.holdout or 0)
     data = dataset(args.data)
-    options = model_options(args)
     if args.backbone is None:
-        options = check_model_options(args.model, options, data)
+        options = check_model_options(model_name(args), model_options(args), data)
+    else:
+        refuse(args, MODEL_OPTIONS, "with --backbone: the model and its options are the backbone run's")
+        options = {}
     points = _exit_points(args, options, data)
     unknown = [e for e in args.exits if e not in points]
     if unknown:
@@ -125,7 +130,7 @@ def train(args: argparse.Namespace) -> None:
         if len(args.exit_weights) != len(args.exits) + 1 or sum(args.exit_weights) <= 0:
             raise DynscaleError(f"--exit-weights: give {len(args.exits) + 1} weights >= 0, not all 0 (one per exit, "
                                 f"then the final output), got {','.join(f'{w:g}' for w in args.exit_weights)}")
-    out = train_early_exit_run(args.out, args.model, data, config, args.exits, args.exit_weights, options,
+    out = train_early_exit_run(args.out, model_name(args), data, config, args.exits, args.exit_weights, options,
                                backbone_run=args.backbone, force=args.force, resume=args.resume,
                                checkpoint_every=args.checkpoint_every)
     metrics = RunConfig.read(out).metrics
@@ -134,6 +139,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def _sweep_options(args: argparse.Namespace) -> dict:
+    if args.no_timing:
+        refuse(args, {"channels_last": "--channels-last"}, "with --no-timing (it is a setting of the timing)")
     settings = None if args.no_timing else timing(args, runtimes=["torch"], examples=args.timing_examples,
                                                   channels_last=args.channels_last)
     return {"lambdas": args.lambdas, "max_losses": args.max_loss, "timing": settings,

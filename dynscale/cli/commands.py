@@ -145,7 +145,8 @@ def convert(args: argparse.Namespace) -> None:
         if len(args.input_shape) != 3:
             raise DynscaleError(f"give C,H,W (three sizes), got {','.join(map(str, args.input_shape))}")
     out = convert_to_run(args.factory, tuple(args.input_shape), args.out, profile=args.profile, force=args.force)
-    print(f"wrote {out}: train it with `dynscale train --from {out} ...`, or sweep it with `dynscale sweep {out}`")
+    print(f"wrote {out}: train it with `dynscale train --from {out} --data NAME ...`, or sweep it with "
+          f"`dynscale sweep {out} --data NAME`")
 
 
 def reproduce(args: argparse.Namespace) -> None:

@@ -5,10 +5,12 @@ shell (``dynscale.cli``) and each method's ``commands.py`` build on it."""
 from . import options
 from .kit import (
     MODEL_FLAGS,
+    MODEL_OPTIONS,
     about,
     check_model_options,
     dataset,
     inputs,
+    model_name,
     model_options,
     refuse,
     report,
@@ -34,8 +36,8 @@ from .parser import (
     given,
 )
 
-__all__ = ["MODEL_FLAGS", "HelpFormatter", "Parser", "about", "add_data", "add_fields", "add_group",
+__all__ = ["MODEL_FLAGS", "MODEL_OPTIONS", "HelpFormatter", "Parser", "about", "add_data", "add_fields", "add_group",
            "add_model_options", "add_quiet", "add_report_options", "add_sweep_options", "add_threads",
            "add_timing_options", "add_training_options", "check_model_options", "dataset", "fields_of", "given",
-           "inputs", "model_options", "options", "refuse", "report", "sweep_report", "timing", "timing_meta",
-           "training_config"]
+           "inputs", "model_name", "model_options", "options", "refuse", "report", "sweep_report", "timing",
+           "timing_meta", "training_config"]

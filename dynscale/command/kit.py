@@ -61,14 +61,24 @@ def refuse(args: argparse.Namespace, flags: dict[str, str], reason: str) -> None
             raise DynscaleError(f"{flag} does nothing {reason}; leave it out")
 
 
+MODEL_OPTIONS = {"model": "--model", "profile": "--profile", "width_mult": "--width-mult", "set": "--set"}
+
+
 def training_config(args: argparse.Namespace, **defaults) -> TrainConfig:
     """The shared training settings of the options (``add_training_options``)."""
     return TrainConfig(**fields_of(args, TrainConfig, defaults=defaults))
 
 
+def model_name(args: argparse.Namespace) -> str:
+    """``--model``, or the command's default model."""
+    return args.model or args.default_model
+
+
 def model_options(args: argparse.Namespace, profile: bool = True) -> dict:
-    """The model options of ``--profile``, ``--width-mult`` and ``--set``."""
-    options = {"profile": args.profile} if profile and getattr(args, "profile", None) is not None else {}
+    """The model options of ``--profile`` (or the command's default profile), ``--width-mult``
+    and ``--set``."""
+    chosen = getattr(args, "profile", None) or getattr(args, "default_profile", None)
+    options = {"profile": chosen} if profile and chosen is not None else {}
     options.update(dict(args.set))
     if args.width_mult is not None:
         options["width_mult"] = args.width_mult

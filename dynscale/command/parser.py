@@ -117,13 +117,19 @@ def add_data(p: argparse.ArgumentParser, default: str | None = "digits", help: s
                    help=help or "digits, fashion-mnist, mnist, synthetic or idx:DIR")
 
 
-def add_model_options(p: argparse.ArgumentParser, model: str | None, profile: str | None = None,
-                      model_help: str = "registered model (see `dynscale list`)") -> None:
-    p.add_argument("--model", type=opt.model_name, default=model, help=model_help)
+def add_model_options(p: argparse.ArgumentParser, model: str | None, profile: str | None = None) -> None:
+    """``--model``, ``--data``, ``--profile`` (with a default profile), ``--width-mult`` and
+    ``--set``. The model and profile are None where not given (so a command can refuse them
+    where they would do nothing); ``kit.model_name`` and ``kit.model_options`` fill in the
+    defaults."""
+    p.add_argument("--model", type=opt.model_name, default=None,
+                   help=f"registered model (see `dynscale list`{f'; default: {model}' if model else ''})")
     add_data(p)
     if profile is not None:
-        p.add_argument("--profile", type=opt.profile, default=profile,
-                       help="channel profile: a name (see `dynscale list`) or comma-separated coefficients")
+        p.add_argument("--profile", type=opt.profile, default=None,
+                       help=f"channel profile: a name (see `dynscale list`) or comma-separated coefficients "
+                            f"(default: {profile})")
+    p.set_defaults(default_model=model, default_profile=profile)
     p.add_argument("--width-mult", type=opt.number(0.0, low_open=True), default=None,
                    help="scale every channel count (convolutional models; default: the model's own)")
     p.add_argument("--set", type=opt.model_option, action="append", default=[], metavar="KEY=VALUE",

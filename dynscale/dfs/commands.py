@@ -16,7 +16,6 @@ from ..command import (
     check_model_options,
     dataset,
     fields_of,
-    given,
     inputs,
     model_options,
     refuse,
@@ -89,7 +88,7 @@ def train(args: argparse.Namespace) -> None:
     from .runs import train_dfs_run
 
     check_output(args.out, args.force, inputs=inputs(args))
-    if args.backbone is not None and (args.model or given(args, ["width_mult"]) or args.set):
+    if args.backbone is not None and (args.model or args.width_mult is not None or args.set):
         raise DynscaleError("with --backbone the model and its options are the backbone run's; leave out "
                             "--model, --width-mult and --set")
     steps = recipe(args)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..command import (
+    MODEL_OPTIONS,
     about,
     add_data,
     add_fields,
@@ -19,6 +20,7 @@ from ..command import (
     dataset,
     fields_of,
     inputs,
+    model_name,
     model_options,
     refuse,
     sweep_report,
@@ -34,16 +36,12 @@ RECIPES = ("idp", "us", "independent")  # --recipe; idp with --profiles is multi
 # Each width recipe setting's option, and the recipes whose fields they are.
 SETTINGS = {"cut": "--cut", "profile_gradient": "--profile-gradient", "sandwich": "--sandwich",
             "min_width": "--min-width", "distill": "--no-distill", "widths": "--family-widths"}
-DEFAULT_MODEL, DEFAULT_PROFILE = "mlp", "linear"
 
 
 def add_commands(sub) -> None:
     """Adds the width method's commands to the ``dynscale`` parser."""
     p = sub.add_parser("train", help="train a model with a channel profile into a run directory")
-    add_model_options(p, None, None, model_help=f"registered model (see `dynscale list`; default: {DEFAULT_MODEL})")
-    p.add_argument("--profile", type=opt.profile, default=None,
-                   help=f"channel profile: a name (see `dynscale list`) or comma-separated coefficients (default: "
-                        f"{DEFAULT_PROFILE})")
+    add_model_options(p, "mlp", "linear")
     p.add_argument("--from", dest="start", type=opt.run_directory, default=None, metavar="RUN",
                    help="start from this width run's model and weights (a converted model, a trained network): "
                         "fine-tune it, or make it slimmable with --recipe us")
@@ -130,13 +128,12 @@ def train(args: argparse.Namespace) -> None:
     recipe = width_recipe(args)
     config = training_config(args)
     data = dataset(args.data)
-    options = model_options(args)
     if args.start is None:
-        options = check_model_options(args.model or DEFAULT_MODEL, {"profile": DEFAULT_PROFILE, **options}, data)
+        options = check_model_options(model_name(args), model_options(args), data)
     else:
-        refuse(args, {"model": "--model", "profile": "--profile", "width_mult": "--width-mult", "set": "--set"},
-               "with --from: the model and its options are the start run's")
-    out = train_run(args.out, args.model or DEFAULT_MODEL, data, config, recipe, options, calibrate=args.calibrate,
+        refuse(args, MODEL_OPTIONS, "with --from: the model and its options are the start run's")
+        options = {}
+    out = train_run(args.out, model_name(args), data, config, recipe, options, calibrate=args.calibrate,
                     force=args.force, resume=args.resume, checkpoint_every=args.checkpoint_every, start=args.start)
     metrics = RunConfig.read(out).metrics
     print(f"wrote {out}: test accuracy {100 * metrics['test_accuracy']:.2f}% at full width "

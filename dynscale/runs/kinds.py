@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import CheckpointError
+from ..registry import Registry
 from .config import ModelSpec, RunConfig
 
 
@@ -65,41 +66,32 @@ class RunKind:
         return [config.model.to_json()] if config.model else []
 
 
-_KINDS: dict[str, RunKind] = {}
+_KINDS: Registry[RunKind] = Registry("run kind", CheckpointError, "this dynscale knows")
 
 
 def register_kind(kind: RunKind) -> RunKind:
     """Registers a run kind (a name may be registered once)."""
-    if kind.name in _KINDS:
-        raise ValueError(f"run kind {kind.name!r} is already registered")
-    _KINDS[kind.name] = kind
-    return kind
+    return _KINDS.register(kind.name, kind)
 
 
 def unregister_kind(name: str) -> None:
     """Removes a registered kind (a plugin's test undoing its registration)."""
-    _KINDS.pop(name, None)
+    _KINDS.unregister(name)
 
 
 def list_kinds() -> list[str]:
     """The registered run kinds."""
-    return sorted(_KINDS)
+    return sorted(_KINDS.names())
 
 
 def get_kind(name: str) -> RunKind:
-    """The registered kind ``name``.
-
-    Raises:
-        CheckpointError: for an unknown kind.
-    """
-    if name not in _KINDS:
-        raise CheckpointError(f"unknown run kind {name!r}; this dynscale knows {', '.join(list_kinds())}")
-    return _KINDS[name]
+    """The registered kind ``name`` (``CheckpointError`` for an unknown one)."""
+    return _KINDS.get(name)
 
 
 def kind_of(model: nn.Module) -> RunKind:
     """The kind a model is saved as: the most recently registered kind whose type it has."""
-    for kind in reversed(list(_KINDS.values())):
+    for kind in reversed(list(_KINDS)):
         if isinstance(model, kind.model_type):
             return kind
     raise ValueError(f"no run kind saves a {type(model).__name__}")

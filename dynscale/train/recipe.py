@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..eval.metrics import accuracy
+from ..registry import Registry
 from ..schema import SchemaError, check_fields
 
 
@@ -90,22 +91,19 @@ class Recipe:
         return {"name": self.name, **(dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {})}
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
+_RECIPES: Registry[type[Recipe]] = Registry("recipe")
 
 
 def register_recipe(cls: type[Recipe]) -> type[Recipe]:
     """Registers a recipe class under its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _RECIPES:
-        raise ValueError(f"recipe {cls.name!r} is already registered")
-    _RECIPES[cls.name] = cls
-    return cls
+    return _RECIPES.register(cls.name, cls)
 
 
 def list_recipes() -> list[str]:
     """The registered recipe names."""
-    return sorted(_RECIPES)
+    return sorted(_RECIPES.names())
 
 
 def get_recipe(name: str, **settings) -> Recipe:
@@ -129,14 +127,12 @@ def recipe_class(name: str) -> type[Recipe]:
     Raises:
         ValueError: for an unknown recipe.
     """
-    if name not in _RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(list_recipes())}")
-    return _RECIPES[name]
+    return _RECIPES.get(name)
 
 
 def unregister_recipe(name: str) -> None:
     """Removes a registered recipe (a plugin's test undoing its registration)."""
-    _RECIPES.pop(name, None)
+    _RECIPES.unregister(name)
 
 
 def check_recipe_dict(values: dict, where: str = "recipe") -> None:

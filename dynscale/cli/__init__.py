@@ -332,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="computation to reach, in percent (0-100] of the full-precision BitOps")
     p.add_argument("--choices", type=opt.listing(opt.integer(0, 32), "0,8,16,32"), default=[0, 8, 10, 12, 14, 16, 32],
                    help="the gates' choices: 0 skips a block, 1-32 bits (32 is full precision)")
-    p.add_argument("--beta", type=opt.number(0.0), default=2.0, help="weight of the computation cost in the loss")
+    p.add_argument("--beta", type=opt.number(0.0), default=0.02,
+                   help="weight of the computation cost in the loss (0.02: the authors' scale)")
+    p.add_argument("--gate-objective", choices=("full", "target"), default="full",
+                   help="what the gate phase trains towards: full execution (the authors') or the target")
     p.add_argument("--backbone", type=opt.run_directory, default=None, metavar="RUN",
                    help="a trained ResNet (dynscale train) to start from: the pretrain phase is left out")
     p.add_argument("--pretrain-epochs", type=opt.NON_NEGATIVE, default=8, help="epochs of the backbone alone")

@@ -472,8 +472,9 @@ def dfs_train(args: argparse.Namespace) -> None:
     pretrain = 0 if args.backbone else args.pretrain_epochs
     if not (pretrain or args.gate_epochs or args.joint_epochs):
         raise DynscaleError("--pretrain-epochs, --gate-epochs and --joint-epochs are all 0: nothing to train")
-    recipe = FractionalSkipping(target=args.target, beta=args.beta, pretrain=pretrain, gates=args.gate_epochs,
-                                joint=args.joint_epochs, choices=args.choices)
+    recipe = FractionalSkipping(target=args.target, beta=args.beta, gate_objective=args.gate_objective,
+                                pretrain=pretrain, gates=args.gate_epochs, joint=args.joint_epochs,
+                                choices=args.choices)
     config = _training_config(args)
     data = _dataset(args.data)
     options = {**dict(args.set), **({"width_mult": args.width_mult} if args.width_mult is not None else {})}

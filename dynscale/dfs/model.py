@@ -6,21 +6,27 @@ convolution, feeds an LSTM shared by all blocks, and a linear layer scores the c
 forward pass takes the best choice (one-hot), the backward pass the softmax's gradient
 (straight-through). The stem, the first block and downsampling shortcuts stay at full precision.
 
-In training every choice of a block is computed, as values only (the gate's straight-through
-gradient needs them all), and each example also runs through its own choice with gradients.
-In evaluation only the latter: the batch is regrouped per block by choice, so a skipped block
-is not computed for the examples that skip it, and each bit-width runs on its own examples.
+Each example runs through its own choice, in one pass per block: the shortcut on the whole
+batch, the body on the examples that run the block (a skipped block costs its examples
+nothing), each convolution regrouped by bit-width. That pass is the only one that updates
+statistics: per training step, each batch norm's running statistics and each range tracker
+move once, from the examples' own chosen paths. In training, the gate's straight-through
+gradient also needs every other choice's output: those are computed as values only, with the
+statistics frozen (running batch-norm statistics, stored ranges), on the examples that did not
+take that choice (the chosen one is the path itself, not computed twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..cost import count_macs, eval_mode
+from ..errors import DynscaleError
 from .quant import FULL, RangeTracker, quantize_weight
 
 DEFAULT_CHOICES = (0, 8, 10, 12, 14, 16, FULL)  # 0 skips the block, FULL runs it at full precision
@@ -46,28 +52,82 @@ def check_choices(choices: Sequence[int]) -> list[int]:
 
 def _conv(layer: nn.Module, x: torch.Tensor, bits: int) -> torch.Tensor:
     """A (width-1) incomplete or plain convolution with its weights quantized to ``bits``."""
+    if bits >= FULL:
+        return layer(x)
     weight, bias, groups = layer.dense_weights() if hasattr(layer, "dense_weights") else \
         (layer.weight, layer.bias, layer.groups)
     return F.conv2d(x, quantize_weight(weight, bits), bias, layer.stride, layer.padding, layer.dilation, groups)
 
 
 class BlockRunner(nn.Module):
-    """Runs one basic block at a chosen precision, or skips it (only the shortcut runs)."""
+    """Runs one basic block with a bit-width per example (0 skips it: only the shortcut runs).
+
+    One call is one pass over the batch: the shortcut runs on every example; the body only on
+    the examples that run the block, as one batch (its batch norms normalise over them, and
+    update their running statistics once, from them); each body convolution regroups its
+    input by bit-width, after its range tracker has been updated once from the whole input.
+    With ``frozen`` (a context manager), nothing is updated: batch norms use their running
+    statistics and the trackers their stored ranges.
+    """
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
         self.inputs = RangeTracker()  # the block's input, quantized for conv1
         self.middle = RangeTracker()  # conv1's output, quantized for conv2
+        self.name = ""  # the block's name in the network, for messages
+        self._frozen = False
 
-    def forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:  # (B, C, H, W) -> (B, C', H', W')
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Runs without touching any statistic: batch norms on their running statistics, range
+        trackers on their stored ranges (one that has seen nothing is initialised), no gradient."""
+        self._frozen = True
+        try:
+            with eval_mode(self.block), torch.no_grad():
+                yield
+        finally:
+            self._frozen = False
+
+    def trackers(self) -> list[RangeTracker]:
+        return [self.inputs, self.middle]
+
+    def forward(self, x: torch.Tensor, bits: torch.Tensor | int) -> torch.Tensor:  # (B, C, H, W) -> (B, C', H', W')
+        """Args: x the block's input; bits ``(B,)`` per example (or one int for all).
+
+        Returns: the block's output per example at its bit-width.
+        """
         block = self.block
-        shortcut = block.shortcut(x)  # full precision
-        if bits == 0:
+        bits = torch.full((len(x),), bits, dtype=torch.long) if isinstance(bits, int) else bits
+        shortcut = block.shortcut(x)  # full precision, every example
+        run = (bits > 0).nonzero().squeeze(1)
+        if len(run) == 0:
             return F.relu(shortcut)
-        out = F.relu(block.bn1(_conv(block.conv1, self.inputs(x, bits), bits)))
-        out = block.bn2(_conv(block.conv2, self.middle(out, bits), bits))
-        return F.relu(out + shortcut)
+        every = len(run) == len(x)
+        body_bits = bits if every else bits[run]
+        out = self._quantized(block.conv1, self.inputs, x if every else x[run], body_bits)
+        out = F.relu(block.bn1(out))
+        out = block.bn2(self._quantized(block.conv2, self.middle, out, body_bits))
+        out = shortcut + out if every else shortcut.index_add(0, run, out)  # a skipped example adds 0
+        return F.relu(out)
+
+    def _quantized(self, conv: nn.Module, tracker: RangeTracker, x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+        """``conv`` on ``x`` with each example's input and weights at its own bit-width."""
+        widths = bits.unique().tolist()
+        if self.training and (not self._frozen or not bool(tracker.seen)):
+            tracker.update(x)  # once per step; a frozen pass only initialises a tracker that saw nothing
+        if not bool(tracker.seen) and min(widths) < FULL:
+            raise DynscaleError(f"the activation ranges of block {self.name or '?'} have seen no data, so every "
+                                "quantized activation would be 0: train the network or calibrate it "
+                                "(dynscale.dfs.calibrated) first")
+        if len(widths) == 1:
+            return _conv(conv, tracker.quantize(x, widths[0]), widths[0])
+        parts = [((bits == b).nonzero().squeeze(1), b) for b in widths]
+        outs = [(index, _conv(conv, tracker.quantize(x[index], b), b)) for index, b in parts]
+        out = outs[0][1].new_empty(len(x), *outs[0][1].shape[1:])
+        for index, values in outs:
+            out[index] = values
+        return out
 
 
 class Gate(nn.Module):
@@ -123,6 +183,8 @@ class DFSNet(nn.Module):
         if len(blocks) < 2:
             raise ValueError("fractional skipping needs at least two residual blocks (the first is never gated)")
         self.runners = nn.ModuleList(BlockRunner(b) for b in blocks[1:])
+        for runner, name in zip(self.runners, self.block_names, strict=True):
+            runner.name = name
         self.gate = Gate([b.conv1.in_channels for b in blocks[1:]], len(self.choices), embedding, hidden)
         self.mode = "gated"
         self.static_bits = FULL
@@ -144,6 +206,10 @@ class DFSNet(nn.Module):
 
     @torch.no_grad()
     def _measure_costs(self) -> None:
+        with eval_mode(self.backbone):  # measuring must not move the batch norms' statistics
+            self._count()
+
+    def _count(self) -> None:
         size = self.backbone.config.input_size
         x = torch.zeros(1, self.backbone.config.in_channels, size, size)
         self.full_macs = count_macs(self.backbone, x)
@@ -192,22 +258,37 @@ class DFSNet(nn.Module):
             macs += self.gate.macs(i) + torch.tensor([self.block_macs[i] if self.choices[c] else 0.0
                                                       for c in range(len(self.choices))],
                                                      dtype=torch.float64)[choice]
+            # Each example through its own choice, in one pass: the only update of the statistics.
+            path = runner(state, torch.tensor(self.choices)[choice])
             if self.training:
                 soft = scores.softmax(1)
                 hard = F.one_hot(choice, len(self.choices)).to(soft.dtype) + soft - soft.detach()
-                # The gate's straight-through gradient needs every choice's output, as values only;
-                # the backbone learns through the path each example took.
-                with torch.no_grad():
-                    values = torch.stack([runner(state, bits) for bits in self.choices])  # (choices, B, ...)
-                mixed = (hard.t()[(...,) + (None,) * (values.dim() - 2)] * values).sum(0)
-                path = self._regrouped(runner, state, choice)
-                state = mixed + (path - path.detach())
+                values = self._counterfactuals(runner, state, choice, path)  # (choices, B, ...)
+                # Forward: the chosen path; backward: the softmax's gradient over every choice's
+                # value (straight-through) for the gate, the chosen path's for the backbone.
+                straight = (soft - soft.detach()).t()[(...,) + (None,) * (values.dim() - 2)]
+                state = path + (straight * values).sum(0)
                 bitops = bitops + (hard * costs[i]).sum(1) + self.gate.macs(i) / self.full_macs
             else:
-                state = self._regrouped(runner, state, choice)
+                state = path
                 bitops = bitops + costs[i][choice] + self.gate.macs(i) / self.full_macs
         self.last_bitops, self.last_macs, self.last_choices = bitops, macs, chosen
         return backbone.classifier(backbone.pool(state).flatten(1))
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> DFSNet:
+        """Sets the activation ranges from ``batches`` of inputs, each block at full precision;
+        batch-norm statistics and weights are not touched. Returns the network, in eval mode."""
+        mode = self.mode
+        self.mode = "full"
+        self.train()
+        try:
+            with eval_mode(self.backbone):  # batch norms on their running statistics
+                for x in batches:
+                    self(x)
+        finally:
+            self.mode = mode
+        return self.eval()
 
     @torch.no_grad()
     def measure(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float, float,
@@ -224,14 +305,15 @@ class DFSNet(nn.Module):
                 chosen.append(self.last_choices)
         return correct / len(x), macs / len(x), bitops / len(x), torch.cat(chosen)
 
-    def _regrouped(self, runner: BlockRunner, state: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-        """Each example through its own choice only: a skipped block costs its examples nothing."""
-        parts = []
-        for c, bits in enumerate(self.choices):
-            index = (choice == c).nonzero().squeeze(1)
-            if len(index):
-                parts.append((index, runner(state[index], bits)))
-        out = parts[0][1].new_empty(len(state), *parts[0][1].shape[1:])
-        for index, values in parts:
-            out[index] = values
-        return out
+    def _counterfactuals(self, runner: BlockRunner, state: torch.Tensor, choice: torch.Tensor,
+                         path: torch.Tensor) -> torch.Tensor:
+        """``(choices, B, ...)``: every choice's output, as values for the gate's gradient: the
+        chosen path where an example took that choice, otherwise the block run with its
+        statistics frozen (running batch-norm statistics, stored ranges: nothing updated)."""
+        values = path.detach().unsqueeze(0).repeat(len(self.choices), *([1] * path.dim()))
+        with runner.frozen():
+            for c, bits in enumerate(self.choices):
+                others = (choice != c).nonzero().squeeze(1)
+                if len(others):
+                    values[c, others] = runner(state[others], bits)
+        return values

@@ -3,6 +3,7 @@ network, static quantization of a backbone at each bit-width, and real int8 in O
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 import tempfile
@@ -106,17 +107,14 @@ def _candidate(net: DFSNet, method: str, knobs: dict, label: str, mode: str, bit
 
 
 def calibrated(backbone: torch.nn.Module, data: Dataset) -> DFSNet:
-    """A backbone with full-precision gates off and its activation ranges measured on training
-    data, for static quantization."""
-    net = DFSNet(backbone)
+    """A copy of ``backbone`` (left unchanged) with full-precision gates off and its activation
+    ranges measured on training data, for static quantization; its batch-norm statistics stay
+    the backbone's."""
+    net = DFSNet(copy.deepcopy(backbone))
+    batches = (x for i, (x, _) in zip(range(CALIBRATION_BATCHES), data.loader("train", 256), strict=False))
+    net.calibrate(batches)
     net.mode = "full"
-    net.train()
-    with torch.no_grad():
-        for i, (x, _) in enumerate(data.loader("train", 256)):
-            if i >= CALIBRATION_BATCHES:
-                break
-            net(x)
-    return net.eval()
+    return net
 
 
 def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8: bool = False,

@@ -1,4 +1,6 @@
+import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,28 @@ def mlp_run(tmp_path_factory, synthetic):
     config = TrainConfig(epochs=10, batch_size=64, seed=0)
     return train_run(out, "mlp", synthetic, config, model_options={"profile": "linear", "hidden": [32, 32]},
                      progress=False)
+
+
+def import_torchvision():
+    """torchvision (a test and benchmark dependency only), or None when it is not installed.
+
+    The registry's torchvision wheel is a CUDA build: with the pinned CPU torch its import fails
+    while ``torchvision._meta_registrations`` registers the fake kernel of the C++ op
+    ``torchvision::nms``, which this CPU torch does not have. The models need no C++ op, so an
+    empty module stands in for that one before the import. This is the only place that does it.
+    """
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import torchvision
+
+    return torchvision
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """The torchvision module (see :func:`import_torchvision`); the test is skipped without it."""
+    module = import_torchvision()
+    if module is None:
+        pytest.skip("torchvision is not installed")
+    return module

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dynscale"
 # Layer of each top-level part of the package: a module may import its own layer and those below.
 LAYERS = {
     "errors": 0, "files": 0, "profiles": 0, "progress": 0,
-    "layers": 1,
+    "layers": 1, "graph": 1,
     "models": 2, "data": 2, "cost": 2, "evaluation": 2,
     "runs": 3, "train": 3, "eval": 3,
     "export": 4,

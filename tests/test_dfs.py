@@ -97,15 +97,15 @@ def test_a_block_every_example_skips_runs_no_convolution():
         for conv in (runner.block.conv1, runner.block.conv2):
             conv.register_forward_pre_hook(lambda *_: calls.append(1))
     quantized = [0]
-    import dynscale.dfs.model as model
+    import dynscale.dfs.blocks as blocks
 
-    original = model._conv
-    model._conv = lambda *a: (quantized.__setitem__(0, quantized[0] + 1), original(*a))[1]
+    original = blocks._layer
+    blocks._layer = lambda *a: (quantized.__setitem__(0, quantized[0] + 1), original(*a))[1]
     try:
         with torch.no_grad():
             net(torch.rand(6, 1, 8, 8))
     finally:
-        model._conv = original
+        blocks._layer = original
     assert calls == [] and quantized == [0]
     assert (net.last_choices == 0).all()
 
@@ -245,11 +245,70 @@ def test_the_gate_phase_trains_towards_full_execution_or_the_target():
     (lambda: FractionalSkipping(beta=-1), "beta"),
     (lambda: FractionalSkipping(pretrain=0, gates=0, joint=0), "at least one phase"),
     (lambda: FractionalSkipping(gate_objective="half"), "full or target"),
-    (lambda: DFSNet(get_model("vgg16", width_mult=0.125)), "registered ResNets"),
 ])
 def test_bad_settings_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_a_network_without_residual_blocks_is_refused_in_one_line():
+    from dynscale.errors import DynscaleError
+
+    with pytest.raises(DynscaleError, match="^VGG has no residual blocks; .* two or more") as info:
+        DFSNet(get_model("vgg16", width_mult=0.125))
+    assert "\n" not in str(info.value)
+
+
+def test_a_run_saved_before_the_model_graph_loads_and_gives_the_same_outputs():
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from dynscale.runs import load_run
+
+    run = Path(__file__).parent / "fixtures" / "dfs-before-graph"  # written by dynscale at f5878d8
+    expected = load_file(str(run / "expected.safetensors"))
+    net = load_run(run).model.eval()
+    assert net.block_names == ["layers.1.0", "layers.2.0"]
+    with torch.no_grad():
+        net.gate.score.weight.copy_(expected["score"])
+        net.gate.score.bias.copy_(expected["bias"])
+        logits = net(expected["x"])
+    assert torch.equal(net.last_choices, expected["choices"]) and len(expected["choices"].unique()) == 3
+    torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net.last_bitops, expected["bitops"])
+
+
+def test_a_torchvision_resnet18_takes_gates_on_the_blocks_the_graph_finds(torchvision):
+    torch.manual_seed(0)
+    backbone = torchvision.models.resnet18(num_classes=10).eval()
+    net = DFSNet(backbone, (0, 8, 32), input_shape=(3, 32, 32))
+    assert net.block_names == ["layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+    x = torch.rand(6, 3, 32, 32)
+    net.calibrate([torch.rand(8, 3, 32, 32)])
+    with torch.no_grad():
+        force(net, 2)  # full precision: the network itself
+        torch.testing.assert_close(net(x), backbone(x), rtol=1e-4, atol=1e-4)
+        force(net, 0)  # every gated block skipped: only its shortcut (a downsampling projection or x) runs
+        skipped = net(x)
+    def shortcut_only(block, x):
+        return torch.relu(block.downsample(x) if block.downsample is not None else x)
+    with torch.no_grad():
+        h = backbone.layer1[0](backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x)))))
+        for name in net.block_names:
+            h = shortcut_only(backbone.get_submodule(name), h)
+        reference = backbone.fc(torch.flatten(backbone.avgpool(h), 1))
+    torch.testing.assert_close(skipped, reference, rtol=1e-4, atol=1e-4)
+    # Training: one update per step, and the gate's gradient arrives.
+    net.train()
+    with torch.no_grad():
+        net.gate.score.bias.zero_()
+        torch.nn.init.normal_(net.gate.score.weight, std=100.0)
+    tracked = backbone.layer2[0].downsample[1].num_batches_tracked.item()
+    loss = torch.nn.functional.cross_entropy(net(x), torch.arange(6)) + net.last_bitops.mean()
+    loss.backward()
+    assert backbone.layer2[0].downsample[1].num_batches_tracked.item() == tracked + 1
+    assert net.gate.score.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.slow

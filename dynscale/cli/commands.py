@@ -459,12 +459,9 @@ def effort_sweep(args: argparse.Namespace) -> None:
 
 def dfs_train(args: argparse.Namespace) -> None:
     from ..dfs import FractionalSkipping, train_dfs_run
-    from ..dfs.runs import RESNETS
     from ..runs import RunConfig, check_output
 
     check_output(args.out, args.force)
-    if args.model is not None and args.model not in RESNETS:
-        raise DynscaleError(f"--model: fractional skipping takes {', '.join(RESNETS)}, not {args.model!r}")
     with about("--choices"):
         from ..dfs import check_choices
 
@@ -481,6 +478,11 @@ def dfs_train(args: argparse.Namespace) -> None:
     model = args.model or "resnet38"
     if args.backbone is None:
         options = _check_model_options(model, {"profile": "all-one", **options}, data)
+        from ..dfs import DFSNet
+        from ..models import get_model
+
+        with about(f"--model {model}"):
+            DFSNet(get_model(model, **options), args.choices)  # gates need residual blocks
     else:
         if args.model or options:
             raise DynscaleError("with --backbone the model and its options are the backbone run's; leave out "
@@ -497,7 +499,6 @@ def dfs_train(args: argparse.Namespace) -> None:
 
 def dfs_sweep(args: argparse.Namespace) -> None:
     from ..dfs import dfs_curves, plot_choices
-    from ..dfs.runs import RESNETS
     from ..runs import RunConfig, check_file_output
 
     if args.choices_plot is not None:
@@ -506,9 +507,10 @@ def dfs_sweep(args: argparse.Namespace) -> None:
     for run in args.runs:
         config = RunConfig.read(run)
         kinds.append(config.kind)
-        if config.kind != "dfs" and not (config.kind == "width" and config.model_name in RESNETS):
+        if config.kind not in ("dfs", "width"):
             raise DynscaleError(f"{run} is a {config.kind} run of {config.model_name}; give DFS runs (dynscale dfs "
-                                "train) or ResNet runs (for the static and int8 baselines)")
+                                "train) or width runs with residual blocks (ResNet runs, say) for the static and int8 "
+                                "baselines")
     if args.choices_plot is not None and "dfs" not in kinds:
         raise DynscaleError("--choices-plot draws what the gates chose: give at least one DFS run (dynscale dfs train)")
     data = _dataset(args.data) if args.data else None

@@ -15,7 +15,7 @@ import torch
 
 from ..cost import count_macs
 from ..data import Dataset, load_dataset
-from ..errors import DynscaleError
+from ..errors import CheckpointError, DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
 from ..eval.runtime import check_onnx_equal, onnx_bytes, onnxruntime_session, require_onnxruntime, torch_runner
 from ..evaluation import check_compatible
@@ -34,7 +34,6 @@ from ..train import (
 from .model import FULL, SKIPNET_CHOICES, DFSNet
 from .recipes import FractionalSkipping
 
-RESNETS = ("resnet", "resnet38", "resnet74")
 CALIBRATION_BATCHES = 20  # training batches of 256 that set a backbone's activation ranges
 
 
@@ -56,17 +55,15 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
     seed_everything(config.seed)
     if backbone_run is not None:
         run = load_run(backbone_run)
-        if run.kind != "width" or run.model_name not in RESNETS or run.config.profile_ranges:
-            raise DynscaleError(f"{backbone_run} is not a ResNet trained with `dynscale train --model resnet38`; "
-                                "a backbone must be one")
+        if run.kind != "width" or run.config.profile_ranges:
+            raise DynscaleError(f"{backbone_run} is a {run.kind} run; a backbone is a width run with residual blocks "
+                                "(a ResNet trained with `dynscale train --model resnet38`, say)")
         check_compatible(run.config.model_config, dataset, str(backbone_run))
         backbone, model_name = run.model, run.model_name
         recipe = dataclasses.replace(recipe, pretrain=0)  # the backbone is pretrained
     else:
-        if model_name not in RESNETS:
-            raise DynscaleError(f"fractional skipping takes the ResNets ({', '.join(RESNETS)}), not {model_name!r}")
         backbone = get_model(model_name, **sized_for(dataset, {"profile": "all-one", **(model_options or {})}))
-    net = DFSNet(backbone, recipe.choices)
+    net = _gated(backbone, recipe.choices, backbone_run or model_name)
     provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
     meta = {"kind": "dfs", "model": ModelSpec.of(backbone).to_json(), "data": dataset.name,
             "training": config.to_dict(), "recipe": recipe.to_dict(), "provenance": provenance}
@@ -74,6 +71,14 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
     run_dir = save_run(out, net, dataset.name, training=config, recipe=recipe, metrics=metrics, provenance=provenance)
     shutil.rmtree(state_dir, ignore_errors=True)
     return run_dir
+
+
+def _gated(backbone: torch.nn.Module, choices: Sequence[int], source: object) -> DFSNet:
+    """``DFSNet(backbone, choices)``, its refusal naming ``source`` (a run or a model)."""
+    try:
+        return DFSNet(backbone, choices)
+    except DynscaleError as e:
+        raise DynscaleError(f"{source}: {e}") from None
 
 
 def _measure(net: DFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> Measurement:
@@ -110,7 +115,7 @@ def calibrated(backbone: torch.nn.Module, data: Dataset) -> DFSNet:
     """A copy of ``backbone`` (left unchanged) with full-precision gates off and its activation
     ranges measured on training data, for static quantization; its batch-norm statistics stay
     the backbone's."""
-    net = DFSNet(copy.deepcopy(backbone))
+    net = DFSNet(copy.deepcopy(backbone), input_shape=_input_shape(backbone, data))
     batches = (x for i, (x, _) in zip(range(CALIBRATION_BATCHES), data.loader("train", 256), strict=False))
     net.calibrate(batches)
     net.mode = "full"
@@ -127,11 +132,24 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
     Raises:
         DynscaleError: for a run of another kind.
     """
-    curves, gated = [], {}
-    for run_dir in runs:
+    loaded = []
+    for run_dir in runs:  # every run checked before any evaluation
         run = load_run(run_dir)
         dataset = data if isinstance(data, Dataset) else load_dataset(data or run.data)
         check_compatible(run.config.model_config, dataset, str(run_dir))
+        if run.kind == "width":
+            try:
+                DFSNet(run.model, SKIPNET_CHOICES, input_shape=_input_shape(run.model, dataset))
+            except DynscaleError as e:
+                raise DynscaleError(f"{run_dir}: {e}; the static and int8 baselines take width runs of a network "
+                                    "with residual blocks (ResNet runs, say)") from None
+        elif run.kind != "dfs":
+            raise DynscaleError(f"{run_dir} is a {run.kind} run of {run.model_name}; give DFS runs (dynscale dfs "
+                                "train) or width runs of a network with residual blocks (ResNet runs, say) for the "
+                                "static and int8 baselines")
+        loaded.append((run_dir, run, dataset))
+    curves, gated = [], {}
+    for run_dir, run, dataset in loaded:
         name = Path(run_dir).name
         test = (dataset.test_x, dataset.test_y)
         if run.kind == "dfs":
@@ -143,7 +161,7 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
             measured = evaluate([(CurveSpec(f"{name}: {method}", name, dataset.name, method), [point])], full, test,
                                 timing, progress)
             gated.setdefault((method, run.config.training.get("lr")), []).extend(measured)
-        elif run.kind == "width" and run.model_name in RESNETS:
+        else:
             net = calibrated(run.model, dataset)
             full = _candidate(net, "full", {}, "full precision", "full")
             static = [_candidate(net, "static", {"bits": b}, f"{b} bits", "static", b) for b in static_bits]
@@ -153,9 +171,6 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
             curves += evaluate(specs, full, test, timing, progress)
             if int8:
                 curves += int8_curve(run.model, dataset, name, timing, progress)
-        else:
-            raise DynscaleError(f"{run_dir} is a {run.kind} run of {run.model_name}; give DFS runs (dynscale dfs "
-                                "train) or ResNet runs (for the static and int8 baselines)")
     return _grouped(gated) + curves
 
 
@@ -265,14 +280,28 @@ def plot_choices(curves: Sequence[Curve], path: str | Path, title: str = "What t
     return Path(path)
 
 
+def _input_shape(backbone: torch.nn.Module, data: Dataset) -> tuple[int, ...]:
+    """One input's shape: the backbone's config's, or the data's."""
+    config = getattr(backbone, "config", None)
+    if config is not None and hasattr(config, "input_size"):
+        return (config.in_channels, config.input_size, config.input_size)
+    return tuple(data.test_x.shape[1:])
+
+
 def _describe(net: DFSNet) -> tuple[ModelSpec, dict]:
     return ModelSpec.of(net.backbone), {"choices": net.choices, "embedding": net.gate.project[0].out_channels,
-                                        "hidden": net.gate.lstm.hidden_size}
+                                        "hidden": net.gate.lstm.hidden_size, "blocks": net.block_names}
 
 
 def _build(config: RunConfig) -> DFSNet:
     section = config.section
-    return DFSNet(config.model.build(), section["choices"], section["embedding"], section["hidden"])
+    net = DFSNet(config.model.build(), section["choices"], section["embedding"], section["hidden"])
+    # Runs saved before the model graph have no block names; their layout (every block of the
+    # registered ResNets but the first) is the one the graph finds.
+    if section.get("blocks", net.block_names) != net.block_names:
+        raise CheckpointError(f"config.json: its gated blocks ({section['blocks']}) are not the ones the graph finds "
+                              f"in its network ({net.block_names}); retrain the run with this version")
+    return net
 
 
 def _summary(config: RunConfig) -> list[tuple[str, str]]:

@@ -13,8 +13,15 @@ from torch import nn
 from .errors import CheckpointError, DynscaleError
 from .eval.runtime import onnx_bytes
 from .files import atomic_write
-from .layers import IncompleteConv2d, IncompleteLinear, Sign, WidthScaled, check_width, set_width
-from .layers.batchnorm import _IncompleteBatchNorm
+from .layers import (
+    IncompleteBatchNormBase,
+    IncompleteConv2d,
+    IncompleteLinear,
+    Sign,
+    WidthScaled,
+    check_width,
+    set_width,
+)
 from .models.common import input_shape, replace_module
 from .models.multiprofile import MultiProfileModel
 from .runs import (
@@ -56,7 +63,7 @@ def _dense_linear(layer: IncompleteLinear) -> nn.Module:
     return nn.Sequential(Sign(), linear) if getattr(layer, "binarize_input", False) else linear
 
 
-def _dense_batchnorm(bn: _IncompleteBatchNorm) -> nn.Module:
+def _dense_batchnorm(bn: IncompleteBatchNormBase) -> nn.Module:
     c = bn.seen_channels
     cls = nn.BatchNorm2d if isinstance(bn, nn.BatchNorm2d) else nn.BatchNorm1d
     out = cls(c, eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
@@ -64,13 +71,14 @@ def _dense_batchnorm(bn: _IncompleteBatchNorm) -> nn.Module:
     out.running_mean.copy_(mean)
     out.running_var.copy_(var)
     if bn.affine:
-        out.weight.data.copy_(bn.weight[:c])
-        out.bias.data.copy_(bn.bias[:c])
+        weight, bias = bn.affine_parameters(c)  # the kept channels: a prefix, or a converted model's plan
+        out.weight.data.copy_(weight)
+        out.bias.data.copy_(bias)
     return out
 
 
 @torch.no_grad()
-def dense(model: nn.Module, width: float) -> nn.Module:
+def dense(model: nn.Module, width: float, example: torch.Tensor | None = None) -> nn.Module:
     """Returns the model at ``width`` as a plain dense network (the model is not changed).
 
     Incomplete convolutions and linear layers become ``nn.Conv2d``/``nn.Linear`` holding the
@@ -82,6 +90,8 @@ def dense(model: nn.Module, width: float) -> nn.Module:
         model: a model with incomplete layers (multiple-profile models export the profile
             that the width selects).
         width: the width to export, in (0, 1].
+        example: an input batch (default: zeros of the shape the model's config declares); it
+            runs once, to see how many channels each batch-norm gets at this width.
 
     Returns:
         A new model in eval mode, with the same outputs as ``model`` at ``width``; its
@@ -92,9 +102,9 @@ def dense(model: nn.Module, width: float) -> nn.Module:
         model = model.members[model.profile_index(width)]
     out = copy.deepcopy(model).eval()
     set_width(out, width)
-    out(example_input(out))  # records how many channels each batch-norm sees at this width
+    out(example_input(out) if example is None else example)  # the channels each batch-norm sees at this width
     converters = {IncompleteConv2d: _dense_conv, IncompleteLinear: _dense_linear,
-                  _IncompleteBatchNorm: _dense_batchnorm}
+                  IncompleteBatchNormBase: _dense_batchnorm}
     for name, module in list(out.named_modules()):
         for cls, convert in converters.items():
             if isinstance(module, cls):
@@ -107,9 +117,13 @@ def dense(model: nn.Module, width: float) -> nn.Module:
     return out.eval()
 
 
-def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
-    """Writes a dense model as ONNX with a dynamic batch dimension (input ``input``, output ``logits``)."""
-    data = onnx_bytes(model, example_input(model, batch=2), opset)
+def export_onnx(model: nn.Module, path: str | Path, opset: int = 17, example: torch.Tensor | None = None) -> Path:
+    """Writes a dense model as ONNX with a dynamic batch dimension (input ``input``, output ``logits``).
+
+    Args:
+        example: an input batch of two or more (default: zeros of the config's input shape).
+    """
+    data = onnx_bytes(model, example_input(model, batch=2) if example is None else example, opset)
     path = Path(path)
     atomic_write(path, lambda p: p.write_bytes(data))
     return path

@@ -97,3 +97,60 @@ def test_dense_exports_of_the_previous_release_still_load(tmp_path):
     x = torch.randn(2, 1, 12, 12)
     with width(model, 0.5), torch.no_grad():
         torch.testing.assert_close(load_dense(directory)(x), model(x))
+
+
+def vgg11(scale=8, classes=10):
+    """VGG-11's layout (channels / ``scale``), its classifier reading C·2·2 features after flatten."""
+    layers, c = [], 3
+    for item in [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, item // scale, 3, padding=1), nn.BatchNorm2d(item // scale), nn.ReLU(inplace=True)]
+            c = item // scale
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * 4, 64), nn.ReLU(inplace=True), nn.Dropout(),
+                         nn.Linear(64, classes))
+
+
+def test_dense_and_onnx_of_a_converted_vgg11_at_width_0_3(tmp_path):
+    from dynscale.convert import convert
+    from dynscale.export import export_onnx
+
+    torch.manual_seed(0)
+    net = vgg11().eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    model = convert(net, example=x).eval()
+    flat = model[-4]  # the Linear after flatten: whole 2×2 blocks of each kept channel
+    kept = flat.in_plan.indices(0.3)
+    assert len(kept) % 4 == 0 and kept[:8].tolist() == list(range(8))
+    out = dense(model, 0.3, example=x)
+    assert all(type(m) in PLAIN for m in out.modules() if isinstance(m, PLAIN))
+    with width(model, 0.3), torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(out(x), expected, atol=1e-5, rtol=1e-4)
+    assert out[-4].in_features == len(kept) < 0.35 * flat.in_features
+    ort = pytest.importorskip("onnxruntime")
+    path = export_onnx(out, tmp_path / "vgg11.onnx", example=x)
+    (got,) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
+    assert np.abs(got - expected.numpy()).max() < 1e-4
+
+
+def test_calibration_runs_every_module_but_the_width_batch_norms_in_eval_mode():
+    from dynscale.convert import convert
+    from dynscale.idp import calibrate_bn
+    from dynscale.layers import incomplete_batchnorms
+
+    torch.manual_seed(0)
+    model = convert(vgg11(scale=16), example=torch.randn(2, 3, 64, 64)).train()
+    model[-2].eval()  # one module in eval: it must stay so
+    batches = [torch.randn(8, 3, 64, 64) for _ in range(2)]
+    calibrate_bn(model, batches, [0.5])
+    first = [bn.statistics(bn.seen_channels)[0].clone() for bn in incomplete_batchnorms(model)]
+    calibrate_bn(model, batches, [0.5])  # dropout off: the same statistics again
+    again = [bn.statistics(bn.seen_channels)[0] for bn in incomplete_batchnorms(model)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert model.training and model[0].training and not model[-2].training

@@ -167,3 +167,100 @@ def test_refusals_name_the_module_and_the_place():
         trace(Branchy().a, torch.randn(2, 5))
     with pytest.raises(GraphError, match="'head' is not a stage boundary"):
         trace(registered("mlp"), example("mlp")).split(["head"])
+
+
+# ---- channel-dependency groups ------------------------------------------------------------------
+
+def group_of(g, tensor, start=0):
+    """The group holding channel ``start`` of ``tensor`` (a layer name or an fx node name)."""
+    for group in g.groups():
+        for s in group.segments:
+            if s.tensor == tensor and s.start <= start < s.start + s.size:
+                return group
+    raise AssertionError(f"no group holds {tensor}[{start}]")
+
+
+def test_a_residual_stream_is_one_group_and_the_ends_stay_whole():
+    g = trace(registered("resnet"), example("resnet"))
+    stream = group_of(g, "stem.0")
+    assert {s.tensor for s in stream.segments} == {"stem.0", "layers.0.0.conv2"} and not stream.whole
+    assert group_of(g, "x").whole == "it is the network's input"
+    assert "output" in group_of(g, "classifier").whole
+    inner = group_of(g, "layers.0.0.conv1")
+    assert [s.tensor for s in inner.segments] == ["layers.0.0.conv1"] and inner.kept(0.5) == inner.size // 2
+
+
+class Mixed(nn.Module):
+    """A concatenation, a squeeze-excitation product, a depthwise and a grouped convolution,
+    a flatten into a linear layer, and two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+        self.dw = nn.Conv2d(10, 10, 3, padding=1, groups=10)
+        self.se = nn.Conv2d(10, 10, 1)
+        self.pw, self.grouped = nn.Conv2d(10, 10, 1), nn.Conv2d(10, 8, 1, groups=2)
+        self.fc = nn.Linear(8 * 2 * 2, 5)
+        self.aux = nn.Linear(10, 3)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), torch.relu(self.b(x))], dim=1)  # (B, 10, 4, 4)
+        y = self.dw(y)
+        y = y * torch.sigmoid(self.se(y.mean((2, 3), keepdim=True)))
+        z = nn.functional.max_pool2d(self.grouped(self.pw(y)), 2).flatten(1)  # (B, 8·2·2)
+        return self.fc(z), self.aux(y.mean((2, 3)))
+
+
+def test_concatenation_squeeze_excitation_depthwise_grouped_and_flatten():
+    g = trace(Mixed(), torch.randn(2, 3, 4, 4))
+    channels = g.channels()
+    # The depthwise output and the SE scale hold the channels of both concatenated parts.
+    part_a, part_b = group_of(g, "a"), group_of(g, "b")
+    assert {s.tensor for s in part_a.segments} == {"a", "dw", "se"} and part_a.size == 6
+    assert part_b.size == 4 and ("dw", 6, 4) in [(s.tensor, s.start, s.size) for s in part_b.segments]
+    dw_in, _ = channels.layer_plans("dw")
+    assert dw_in.indices(0.5).tolist() == [0, 1, 2, 6, 7]  # each part keeps its own prefix
+    # The grouped convolution keeps whole groups of its input (5 per group) and output (4).
+    grouped_in, grouped_out = channels.layer_plans("grouped")
+    assert grouped_in.count(0.5) == 5 and grouped_out.count(0.5) == 4
+    assert group_of(g, "pw").unit == 5 and group_of(g, "grouped").unit == 4
+    # Flatten into the linear layer: the kept channels' 2×2 blocks.
+    fc_in, fc_out = channels.layer_plans("fc")
+    assert fc_in.indices(0.5).tolist() == list(range(16)) and not fc_out.cuts()  # one group of 4, 2×2 each
+    assert not channels.layer_plans("aux")[1].cuts()  # both outputs stay whole
+
+
+class Normed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm, self.b, self.c = nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(self.norm(self.a(x)))))
+
+
+def test_an_operation_that_mixes_channels_keeps_its_group_whole_with_the_reason():
+    g = trace(Normed(), torch.randn(2, 4))
+    assert group_of(g, "a").whole.startswith("layer normalisation mixes the channels")
+    assert not group_of(g, "b").whole
+
+
+def opaque(x):
+    return x * 2
+
+
+torch.fx.wrap("opaque")
+
+
+class Opaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(opaque(self.a(x)))
+
+
+def test_an_unknown_operation_on_channels_is_refused_with_its_place():
+    with pytest.raises(GraphError, match=r"function opaque \(fx node 'opaque' in module '<root>'\)"):
+        trace(Opaque(), torch.randn(2, 4)).groups()

@@ -5,8 +5,10 @@
 boundaries, ``split``) and the channel-dependency groups a width cuts together.
 """
 
+from .groups import ChannelGroup, ChannelGroups, Segment
 from .model import Block, Boundary, Chain, ModelGraph
 from .trace import trace
 from .types import GraphError
 
-__all__ = ["Block", "Boundary", "Chain", "GraphError", "ModelGraph", "trace"]
+__all__ = ["Block", "Boundary", "Chain", "ChannelGroup", "ChannelGroups", "GraphError", "ModelGraph", "Segment",
+           "trace"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.fx as fx
 from torch import nn
 
+from .groups import ChannelGroup, ChannelGroups
 from .nodes import is_add, is_relu, tensor_shape
 from .types import GraphError, is_batchnorm, is_layer
 
@@ -71,6 +73,7 @@ class ModelGraph:
 
     module: nn.Module
     gm: fx.GraphModule
+    example: torch.Tensor | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---- helpers ------------------------------------------------------------------------
@@ -118,6 +121,27 @@ class ModelGraph:
             if n in nodes and self._is_layer_node(n) and n.target not in names:
                 names.append(n.target)
         return names
+
+    def channels(self, keep_input: str | None = None, keep_output: str | None = None) -> ChannelGroups:
+        """The channel-dependency analysis (computed once, on the example).
+
+        Args:
+            keep_input: a layer whose input channels stay whole.
+            keep_output: a layer whose output channels stay whole.
+        """
+        key = ("channels", keep_input, keep_output)
+        if key not in self._cache:
+            self._cache[key] = ChannelGroups(self.gm, self.example, keep_input, keep_output)
+        return self._cache[key]
+
+    def groups(self) -> list[ChannelGroup]:
+        """The channel-dependency groups: ranges of channels that must keep the same channels in
+        the same order (see :mod:`dynscale.graph.groups`).
+
+        Raises:
+            GraphError: for an operation the graph does not know on channels a width would cut.
+        """
+        return self.channels().groups()
 
     # ---- queries ------------------------------------------------------------------------
     def layers(self) -> list[str]:

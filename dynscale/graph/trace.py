@@ -7,16 +7,13 @@ may cut together.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .model import ModelGraph
-from .nodes import place, short
+from .nodes import eval_mode, place, short
 from .types import GraphError, is_batchnorm, is_layer, overrides_forward
 
 
@@ -32,17 +29,6 @@ class _Tracer(fx.Tracer):
         if is_layer(m) or is_batchnorm(m) or overrides_forward(m) is not None:
             return True
         return super().is_leaf_module(m, qualname)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> ModelGraph:
@@ -65,7 +51,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> ModelGraph:
     """
     if not isinstance(example, torch.Tensor):
         raise GraphError(f"the example input must be a tensor, got {type(example).__name__}")
-    with _eval_mode(model):
+    with eval_mode(model):
         try:
             graph = _Tracer().trace(model)
         except Exception as e:  # tracing fails with many error types
@@ -86,4 +72,4 @@ def trace(model: nn.Module, example: torch.Tensor) -> ModelGraph:
         except Exception as e:
             raise GraphError(f"the example input of shape {tuple(example.shape)} does not run through the model "
                              f"({short(e)})") from None
-    return ModelGraph(model, gm)
+    return ModelGraph(model, gm, example)

@@ -22,10 +22,11 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
                  max_batches: int | None = None, progress: bool | None = None) -> list[float]:
     """Measures batch-norm statistics at each width and stores them in the model.
 
-    For each width the model runs over ``loader`` in training mode with a cumulative average
-    (momentum None) from fresh statistics; the resulting mean and variance of every width-aware
-    batch-norm are stored for that width. The model's own running statistics, weights and mode
-    are left as they were.
+    For each width the model runs over ``loader`` with its width-aware batch-norms in training
+    mode (a cumulative average, momentum None, from fresh statistics) and every other module in
+    eval mode (dropout off, any other batch-norm on its running statistics); the resulting mean
+    and variance of every width-aware batch-norm are stored for that width. The model's own
+    running statistics, weights and every module's mode are left as they were.
 
     Args:
         model: a model with ``IncompleteBatchNorm`` layers.
@@ -46,14 +47,16 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
         raise ValueError("the model has no IncompleteBatchNorm layers: nothing to calibrate")
     saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone(),
               bn.momentum) for bn in norms]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     try:
         for w in progress_bar(widths, progress, desc="calibrate", unit="width"):
             for bn in norms:
                 bn.reset_running_stats()
                 bn.momentum = None
                 bn.seen_channels = 0
-            model.train()
+            model.eval()
+            for bn in norms:
+                bn.train()
             with width(model, w):
                 for i, batch in enumerate(loader):
                     if max_batches is not None and i >= max_batches:
@@ -62,14 +65,15 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
                 for bn in norms:
                     c = bn.seen_channels
                     if c:  # a batch-norm of another profile may not run at this width
-                        bn.store_statistics(w, bn.running_mean[:c], bn.running_var[:c])
+                        bn.store_statistics(w, *bn.running_statistics(c))
     finally:
         for bn, (mean, var, count, momentum) in zip(norms, saved, strict=True):
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
             bn.num_batches_tracked.copy_(count)
             bn.momentum = momentum
-        model.train(was_training)
+        for m, mode in modes:
+            m.train(mode)
     return widths
 
 

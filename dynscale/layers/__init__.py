@@ -3,6 +3,8 @@
 from .batchnorm import (
     IncompleteBatchNorm1d,
     IncompleteBatchNorm2d,
+    IncompleteBatchNormBase,
+    _IncompleteBatchNorm,
     calibrated_widths,
     incomplete_batchnorms,
     width_key,
@@ -16,12 +18,13 @@ from .incomplete import (
     incomplete_layers,
     set_profile_gradient,
 )
+from .plan import ChannelPlan
 from .width import WidthScaled, check_width, kept_channels, set_width, width, width_scaled
 
 __all__ = [
-    "PROFILE_GRADIENTS", "BinaryConv2d", "BinaryLinear", "IncompleteBatchNorm1d",
-    "IncompleteBatchNorm2d", "IncompleteConv2d", "IncompleteLayer", "IncompleteLinear", "Sign",
-    "WidthScaled", "binarize", "calibrated_widths", "check_width", "incomplete_batchnorms",
-    "incomplete_layers", "kept_channels", "set_profile_gradient", "set_width", "width",
-    "width_key", "width_scaled",
+    "PROFILE_GRADIENTS", "BinaryConv2d", "BinaryLinear", "ChannelPlan", "IncompleteBatchNorm1d",
+    "IncompleteBatchNorm2d", "IncompleteBatchNormBase", "_IncompleteBatchNorm", "IncompleteConv2d", "IncompleteLayer",
+    "IncompleteLinear", "Sign", "WidthScaled", "binarize", "calibrated_widths",
+    "check_width", "incomplete_batchnorms", "incomplete_layers", "kept_channels", "set_profile_gradient",
+    "set_width", "width", "width_key", "width_scaled",
 ]

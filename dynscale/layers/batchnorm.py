@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .plan import ChannelPlan
 from .width import WidthScaled
 
 
@@ -23,10 +24,36 @@ def width_key(p: float) -> str:
 class _IncompleteBatchNorm(WidthScaled):
     """Shared logic of the 1-D and 2-D variants; mixed into ``nn.BatchNormXd``."""
 
+    # ``convert`` sets an index plan where the kept channels are not a prefix.
+    plan: ChannelPlan | None = None
+
     def _init_widths(self) -> None:
         self.in_width = 1.0
         self.out_width = 1.0
         self.seen_channels = self.num_features
+
+    def kept_index(self, c: int) -> torch.Tensor | None:
+        """The positions of the ``c`` channels seen at the current width, or None for a prefix."""
+        if self.plan is None or c == self.num_features:
+            return None
+        index = self.plan.indices(self.in_width)
+        if len(index) != c:
+            raise ValueError(f"{type(self).__name__} at width {self.in_width} expects {len(index)} channels, got {c}")
+        return index
+
+    def running_statistics(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running (mean, var) of the ``c`` channels seen at the current width."""
+        index = self.kept_index(c)
+        if index is None:
+            return self.running_mean[:c], self.running_var[:c]
+        return self.running_mean[index], self.running_var[index]
+
+    def affine_parameters(self, c: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(weight, bias) of the ``c`` channels seen at the current width."""
+        index = self.kept_index(c)
+        if index is None:
+            return (None if self.weight is None else self.weight[:c]), (None if self.bias is None else self.bias[:c])
+        return (None if self.weight is None else self.weight[index]), (None if self.bias is None else self.bias[index])
 
     def calibrated_widths(self) -> list[float]:
         """The widths with stored statistics, ascending."""
@@ -51,7 +78,7 @@ class _IncompleteBatchNorm(WidthScaled):
         mean = getattr(self, f"calib_mean_{key}", None)
         if mean is not None and mean.shape[0] == c:
             return mean, getattr(self, f"calib_var_{key}")
-        return self.running_mean[:c], self.running_var[:c]
+        return self.running_statistics(c)
 
     def active_parameters(self) -> int:
         """Parameters used for the channels seen in the last forward pass."""
@@ -61,6 +88,9 @@ class _IncompleteBatchNorm(WidthScaled):
         self._check_input_dim(x)
         c = x.shape[1]
         self.seen_channels = c
+        index = self.kept_index(c)
+        if index is not None:
+            return self._planned_forward(x, index)
         weight = None if self.weight is None else self.weight[:c]
         bias = None if self.bias is None else self.bias[:c]
         if self.training:
@@ -74,6 +104,24 @@ class _IncompleteBatchNorm(WidthScaled):
             return F.batch_norm(x, mean, var, weight, bias, True, momentum, self.eps)
         mean, var = self.statistics(c)
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+
+    def _planned_forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.affine_parameters(len(index))
+        if not self.training:
+            mean, var = self.statistics(len(index))
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        if not self.track_running_stats:
+            return F.batch_norm(x, None, None, weight, bias, True, momentum, self.eps)
+        # Gathered statistics are copies: update them, then write them back in place.
+        mean, var = self.running_mean[index], self.running_var[index]
+        out = F.batch_norm(x, mean, var, weight, bias, True, momentum, self.eps)
+        with torch.no_grad():
+            self.running_mean[index] = mean
+            self.running_var[index] = var
+        return out
 
 
 class IncompleteBatchNorm2d(nn.BatchNorm2d, _IncompleteBatchNorm):
@@ -94,6 +142,10 @@ class IncompleteBatchNorm1d(nn.BatchNorm1d, _IncompleteBatchNorm):
         self._init_widths()
 
     forward = _IncompleteBatchNorm.forward
+
+
+# The public name of the shared base (``isinstance`` checks outside the layers use this one).
+IncompleteBatchNormBase = _IncompleteBatchNorm
 
 
 def incomplete_batchnorms(model: nn.Module) -> list[_IncompleteBatchNorm]:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..profiles import ProfileSpec, make_profile
+from .plan import ChannelPlan
 from .width import WidthScaled, kept_channels
 
 PROFILE_GRADIENTS = ("chain", "straight-through")
@@ -24,6 +25,36 @@ class IncompleteLayer(WidthScaled):
     cut_output: bool
     # "straight-through" computes the weight gradient without γ, as the authors' code does.
     profile_gradient: str = "chain"
+    # Index plans (``convert`` sets them where a prefix is not enough: concatenations, flatten).
+    in_plan: ChannelPlan | None = None
+    out_plan: ChannelPlan | None = None
+
+    def set_plans(self, in_plan: ChannelPlan | None, out_plan: ChannelPlan | None) -> None:
+        """Keeps, on each side with a plan, the positions the plan gives at the width instead of
+        a prefix (a side with a plan is cut)."""
+        self.in_plan, self.out_plan = in_plan, out_plan
+        self.cut_input = self.cut_input or in_plan is not None
+        self.cut_output = self.cut_output or out_plan is not None
+
+    def _in_index(self) -> torch.Tensor | None:
+        return self.in_plan.indices(self.in_width) if self.in_plan is not None else None
+
+    def _out_index(self) -> torch.Tensor | None:
+        return self.out_plan.indices(self.out_width) if self.out_plan is not None else None
+
+    def _planned(self) -> bool:
+        return self.in_plan is not None or self.out_plan is not None
+
+    def _planned_input(self, x: torch.Tensor, k_in: int, dim: int) -> torch.Tensor:
+        """The input of a layer with an input plan: already the kept positions, or the whole
+        tensor (a producer that is not cut), from which they are gathered."""
+        n = self.in_plan and len(self.in_plan)
+        if x.shape[dim] == k_in:
+            return x
+        if x.shape[dim] == n:
+            return x.index_select(dim, self._in_index())
+        raise ValueError(f"{type(self).__name__} at width {self.in_width} needs {k_in} input channels (or all "
+                         f"{n}) but got {x.shape[dim]}")
 
     def _init_incomplete(self, n_in: int, profile: ProfileSpec, cut_input: bool,
                          cut_output: bool, out_multiple: int) -> None:
@@ -109,6 +140,10 @@ class IncompleteLinear(nn.Linear, IncompleteLayer):
         k_in = kept_channels(self.in_features, self.in_width) if self.cut_input else self.in_features
         k_out = (kept_channels(self.out_features, self.out_width, self.out_multiple)
                  if self.cut_output else self.out_features)
+        if self.in_plan is not None:
+            k_in = self.in_plan.count(self.in_width)
+        if self.out_plan is not None:
+            k_out = self.out_plan.count(self.out_width)
         return k_in, k_out
 
     def dense_weights(self, k_in: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -119,6 +154,14 @@ class IncompleteLinear(nn.Linear, IncompleteLayer):
         """
         kept_in, k_out = self.kept()
         k_in = kept_in if k_in is None else k_in
+        if self._planned():
+            i_in, i_out = self._in_index(), self._out_index()
+            weight = self.effective_weight()
+            weight = weight[:k_out] if i_out is None else weight.index_select(0, i_out)
+            weight = weight[:, :k_in] if i_in is None else weight.index_select(1, i_in)
+            gamma = self.profile[:k_in] if i_in is None else self.profile[i_in]
+            bias = None if self.bias is None else self.bias[:k_out] if i_out is None else self.bias[i_out]
+            return self._fold(weight, gamma), bias  # (k_out, k_in)
         w = self._fold(self.effective_weight()[:k_out, :k_in], self.profile[:k_in])  # (k_out, k_in)
         return w, None if self.bias is None else self.bias[:k_out]
 
@@ -129,6 +172,15 @@ class IncompleteLinear(nn.Linear, IncompleteLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in) -> (B, k_out)
         k_in, k_out = self.kept()
+        if self.in_plan is not None:
+            x = self._planned_input(x, k_in, -1)
+            w, b = self._cached((k_in, k_out, self.in_width, self.out_width), lambda: self.dense_weights(k_in))
+            return F.linear(self.prepare_input(x), w, b)
+        if self.out_plan is not None:
+            k_in = self._input_channels(x, k_in, dim=-1)
+            x = x[..., :k_in] if x.shape[-1] != k_in else x
+            w, b = self._cached((k_in, k_out, self.in_width, self.out_width), lambda: self.dense_weights(k_in))
+            return F.linear(self.prepare_input(x), w, b)
         k_in = self._input_channels(x, k_in, dim=-1)
         if x.shape[-1] != k_in:
             x = x[..., :k_in]
@@ -165,6 +217,13 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
 
     def kept(self) -> tuple[int, int]:
         """Returns (input channels used, output channels computed) at the current width."""
+        if self._planned():
+            k_in = self.in_plan.count(self.in_width) if self.in_plan is not None else (
+                kept_channels(self.in_channels, self.in_width) if self.cut_input else self.in_channels)
+            k_out = self.out_plan.count(self.out_width) if self.out_plan is not None else (
+                kept_channels(self.out_channels, self.out_width, self.out_multiple) if self.cut_output
+                else self.out_channels)
+            return k_in, k_out
         if self.groups > 1:
             g = kept_channels(self.groups, self.in_width) if self.cut_input else self.groups
             return g * self.in_channels // self.groups, g * self.out_channels // self.groups
@@ -188,6 +247,14 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
             k_in: input channels actually available (default: what the width keeps).
         """
         k_in, k_out, groups = self._plan(self.kept()[0] if k_in is None else k_in)
+        if self._planned():
+            i_in, i_out = self._in_index(), self._out_index()
+            weight = self.effective_weight()
+            weight = weight[:k_out] if i_out is None else weight.index_select(0, i_out)
+            if self.groups == 1:
+                weight = weight[:, :k_in] if i_in is None else weight.index_select(1, i_in)
+            bias = None if self.bias is None else self.bias[:k_out] if i_out is None else self.bias[i_out]
+            return self._fold(weight, self.profile_factor(k_in, k_out, groups, i_in)), bias, groups
         # Grouped weights keep every input of a kept group; ungrouped ones are cut to k_in.
         weight = self.effective_weight()
         weight = weight[:k_out] if self.groups > 1 else weight[:k_out, :k_in]
@@ -195,15 +262,15 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
         return w, None if self.bias is None else self.bias[:k_out], groups
 
     def profile_factor(self, k_in: int | None = None, k_out: int | None = None,
-                       groups: int | None = None) -> torch.Tensor:
+                       groups: int | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
         """γ of each weight entry, broadcastable to the (sliced) weight: (k_out or 1, cin_g, 1, 1).
 
-        Defaults are the full layer.
+        Defaults are the full layer; ``index`` gives the kept input positions of a plan.
         """
         k_in = self.in_channels if k_in is None else k_in
         k_out = self.out_channels if k_out is None else k_out
         groups = self.groups if groups is None else groups
-        gamma = self.profile[:k_in].view(groups, k_in // groups)
+        gamma = (self.profile[:k_in] if index is None else self.profile[index]).view(groups, k_in // groups)
         if groups > 1:
             gamma = gamma.repeat_interleave(k_out // groups, dim=0)  # (k_out, cin_g)
         return gamma[:, :, None, None]
@@ -215,6 +282,16 @@ class IncompleteConv2d(nn.Conv2d, IncompleteLayer):
         return k_out * (k_in // groups) * kh * kw + (k_out if self.bias is not None else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ≥k_in, H, W) -> (B, k_out, H', W')
+        if self._planned():
+            k_in = self.kept()[0]
+            if self.in_plan is not None:
+                x = self._planned_input(x, k_in, 1)
+            else:
+                k_in = self._input_channels(x, k_in, dim=1)
+                x = x[:, :k_in] if x.shape[1] != k_in else x
+            k_in, k_out, groups = self._plan(k_in)
+            w, b, groups = self._cached((k_in, k_out, self.in_width, self.out_width), lambda: self.dense_weights(k_in))
+            return F.conv2d(self.prepare_input(x), w, b, self.stride, self.padding, self.dilation, groups)
         k_in = self._input_channels(x, self.kept()[0], dim=1)
         k_in, k_out, groups = self._plan(k_in)
         if x.shape[1] != k_in:

@@ -35,13 +35,16 @@ def scaled(channels: int, width_mult: float) -> int:
     return max(1, round(channels * width_mult))
 
 
-def input_shape(model: nn.Module) -> tuple[int, int, int]:
-    """One example's shape ``(C, H, W)`` as the model's ``config`` declares it.
+def input_shape(model: nn.Module) -> tuple[int, ...]:
+    """One example's shape ``(C, H, W)`` as the model's ``config`` declares it (its
+    ``input_shape``, or its ``in_channels`` and square ``input_size``).
 
     Raises:
         ValueError: if the model has no such config.
     """
     cfg = getattr(model, "config", None)
+    if cfg is not None and getattr(cfg, "input_shape", None):
+        return tuple(cfg.input_shape)
     if cfg is None or not all(hasattr(cfg, f) for f in ("in_channels", "input_size")):
         raise ValueError(f"{type(model).__name__} has no config declaring its input shape; "
                          "give input_shape=(C, H, W)")

@@ -32,6 +32,8 @@ class ModelInfo:
         convolutional: whether it is a convolutional network (IDP's authors trained those with
             random cuts, and the MLP at full width).
         description: one line, from the builder's docstring.
+        listed: whether :func:`list_models` lists it (a family built only from options that
+            name the user's code, such as ``converted``, is not).
     """
 
     name: str
@@ -42,6 +44,7 @@ class ModelInfo:
     scales_width: bool = True
     convolutional: bool = True
     description: str = ""
+    listed: bool = True
 
     def options(self) -> list[str]:
         """The config fields ``get_model`` accepts."""
@@ -63,7 +66,7 @@ _MODELS: dict[str, ModelInfo] = {}
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: str = "image",
-                   scales_width: bool = True, convolutional: bool = True):
+                   scales_width: bool = True, convolutional: bool = True, listed: bool = True):
     """Registers a builder ``fn(config: SomeConfig) -> SomeModel`` under its function name.
 
     Usable bare (``@register_model``) or with metadata (``@register_model(convolutional=False)``).
@@ -82,15 +85,15 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, input_kind: st
             raise TypeError(f"the builder of {name!r} must take `config: SomeDataclass`")
         doc = (builder.__doc__ or "").strip().splitlines()
         _MODELS[name] = ModelInfo(name, builder, hints["config"], hints.get("return", nn.Module), input_kind,
-                                  scales_width, convolutional, doc[0] if doc else "")
+                                  scales_width, convolutional, doc[0] if doc else "", listed)
         return builder
 
     return register(fn) if fn is not None else register
 
 
-def list_models() -> list[str]:
-    """Returns the registered model names, sorted."""
-    return sorted(_MODELS)
+def list_models(hidden: bool = False) -> list[str]:
+    """Returns the registered model names, sorted (with ``hidden``, also the unlisted ones)."""
+    return sorted(name for name, info in _MODELS.items() if info.listed or hidden)
 
 
 def model_info(name: str) -> ModelInfo:
@@ -100,7 +103,7 @@ def model_info(name: str) -> ModelInfo:
         ValueError: for an unknown name, listing the known ones.
     """
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models(hidden=True))}")
     return _MODELS[name]
 
 

@@ -311,6 +311,23 @@ def test_a_torchvision_resnet18_takes_gates_on_the_blocks_the_graph_finds(torchv
     assert net.gate.score.weight.grad.abs().sum() > 0
 
 
+def test_a_converted_torchvision_resnet18_takes_gates(torchvision):
+    from dynscale.models.converted import convert
+
+    torch.manual_seed(0)
+    converted = convert(torchvision.models.resnet18(num_classes=10).eval()).eval()
+    net = DFSNet(converted, (0, 8, 32), input_shape=(3, 32, 32))
+    assert len(net.block_names) == 7 and net.block_names[0] == "layer1.1"
+    x = torch.rand(4, 3, 32, 32)
+    net.calibrate([torch.rand(8, 3, 32, 32)])
+    with torch.no_grad():
+        force(net, 2)
+        torch.testing.assert_close(net(x), converted(x), rtol=1e-4, atol=1e-4)
+        force(net, 1)
+        eight = net(x)
+    assert not torch.allclose(eight, converted(x)) and net.last_bitops.mean() < 0.5
+
+
 @pytest.mark.slow
 def test_three_phases_train_and_sweep_with_the_baselines(tmp_path, synthetic):
     from dynscale.idp import train_run

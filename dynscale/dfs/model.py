@@ -122,6 +122,16 @@ def _swapped(root: nn.Module, replacements: dict[str, nn.Module]) -> tuple[nn.Mo
     return top, list(copies.values())
 
 
+def config_input_shape(backbone: nn.Module) -> tuple[int, ...] | None:
+    """One input's shape from the backbone's config (a registered or a converted model), or None."""
+    config = getattr(backbone, "config", None)
+    if hasattr(config, "input_shape"):
+        return tuple(config.input_shape)
+    if hasattr(config, "input_size"):
+        return (config.in_channels, config.input_size, config.input_size)
+    return None
+
+
 def residual_blocks(backbone: nn.Module, input_shape: Sequence[int]) -> list:
     """The residual blocks of ``backbone`` the model graph finds, each a submodule of its own.
 
@@ -173,11 +183,9 @@ class DFSNet(nn.Module):
     def __init__(self, backbone: nn.Module, choices: Sequence[int] = DEFAULT_CHOICES, embedding: int = 16,
                  hidden: int = 16, input_shape: Sequence[int] | None = None) -> None:
         super().__init__()
+        input_shape = input_shape or config_input_shape(backbone)
         if input_shape is None:
-            config = getattr(backbone, "config", None)
-            if config is None or not hasattr(config, "input_size"):
-                raise DynscaleError(f"give the input shape (C, H, W) of {type(backbone).__name__}")
-            input_shape = (config.in_channels, config.input_size, config.input_size)
+            raise DynscaleError(f"give the input shape (C, H, W) of {type(backbone).__name__}")
         self.input_shape = tuple(int(d) for d in input_shape)
         self.backbone = backbone
         self.choices = check_choices(choices)

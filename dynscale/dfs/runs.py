@@ -31,7 +31,7 @@ from ..train import (
     sized_for,
     state_directory,
 )
-from .model import FULL, SKIPNET_CHOICES, DFSNet
+from .model import FULL, SKIPNET_CHOICES, DFSNet, config_input_shape
 from .recipes import FractionalSkipping
 
 CALIBRATION_BATCHES = 20  # training batches of 256 that set a backbone's activation ranges
@@ -282,10 +282,7 @@ def plot_choices(curves: Sequence[Curve], path: str | Path, title: str = "What t
 
 def _input_shape(backbone: torch.nn.Module, data: Dataset) -> tuple[int, ...]:
     """One input's shape: the backbone's config's, or the data's."""
-    config = getattr(backbone, "config", None)
-    if config is not None and hasattr(config, "input_size"):
-        return (config.in_channels, config.input_size, config.input_size)
-    return tuple(data.test_x.shape[1:])
+    return config_input_shape(backbone) or tuple(data.test_x.shape[1:])
 
 
 def _describe(net: DFSNet) -> tuple[ModelSpec, dict]:

@@ -10,6 +10,7 @@ a field. Every error is a :class:`SchemaError` naming the field.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import typing
@@ -251,11 +252,23 @@ def field_help(cls: type, name: str) -> str:
     if field.metadata.get("help"):
         return field.metadata["help"]
     for klass in cls.__mro__:
-        doc = klass.__doc__ or ""
-        for line in doc.split("Attributes:", 1)[-1].splitlines() if "Attributes:" in doc else []:
+        doc = inspect.cleandoc(klass.__doc__ or "")
+        if "Attributes:" not in doc:
+            continue
+        found: list[str] | None = None
+        entry_indent = 0
+        for line in doc.split("Attributes:", 1)[1].splitlines():
+            indent = len(line) - len(line.lstrip())
+            if found is not None:  # an entry goes on over the lines indented below it
+                if line.strip() and indent > entry_indent:
+                    found.append(line.strip())
+                    continue
+                return " ".join(found)
             names, sep, text = line.strip().partition(":")
             if sep and name in [n.strip() for n in names.split(",")]:
-                return text.strip()
+                found, entry_indent = [text.strip()], indent
+        if found is not None:
+            return " ".join(found)
     return ""
 
 

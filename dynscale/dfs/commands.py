@@ -27,8 +27,8 @@ from ..command import options as opt
 from ..errors import DynscaleError
 from .recipes import FractionalSkipping
 
-FLAGS = {"target": "--target", "beta": "--beta", "pretrain": "--pretrain-epochs", "gates": "--gate-epochs",
-         "joint": "--joint-epochs", "choices": "--choices"}
+FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective", "pretrain": "--pretrain-epochs",
+         "gates": "--gate-epochs", "joint": "--joint-epochs", "choices": "--choices"}
 DEFAULT_MODEL = "resnet38"
 
 
@@ -38,7 +38,7 @@ def add_commands(sub) -> None:
 
     p = group.add_parser("train", help="pretrain a ResNet, then its gates, then both, at a computation target")
     p.add_argument("--model", type=opt.model_name, default=None,
-                   help="resnet38 (the default), resnet74 or resnet; with --backbone, the backbone's")
+                   help="a registered model with residual blocks (default resnet38); with --backbone, the backbone's")
     add_data(p)
     p.add_argument("--width-mult", type=opt.number(0.0, low_open=True), default=None,
                    help="scale every channel count (default: the model's own)")
@@ -97,6 +97,11 @@ def train(args: argparse.Namespace) -> None:
     options = model_options(args, profile=False)
     if args.backbone is None:
         options = check_model_options(args.model or DEFAULT_MODEL, {"profile": "all-one", **options}, data)
+        from ..models import get_model
+        from .model import DFSNet
+
+        with about(f"--model {args.model or DEFAULT_MODEL}"):  # gates need residual blocks: checked before any work
+            DFSNet(get_model(args.model or DEFAULT_MODEL, **options), steps.choices)
     out = train_dfs_run(args.out, args.model or DEFAULT_MODEL, data, config, steps, options,
                         backbone_run=args.backbone, force=args.force, resume=args.resume,
                         checkpoint_every=args.checkpoint_every)

@@ -1,27 +1,41 @@
 """Dynamic fractional skipping (SPEC §4): per example and per residual block, a gate chooses to
 skip the block or to run it with weights and activations quantized to some bit-width.
 
+The residual blocks are those the model graph finds (``dynscale.graph``: any network whose
+additions sum a body of layers and a shortcut, each block a submodule of its own); every one
+but the first is gated. The network's own forward runs, each gated block standing in for
+itself through a :class:`BlockRunner`.
+
 The gate (after SkipNet) pools the block's input, projects it to a small embedding with a 1×1
 convolution, feeds an LSTM shared by all blocks, and a linear layer scores the choices; the
 forward pass takes the best choice (one-hot), the backward pass the softmax's gradient
-(straight-through). The stem, the first block and downsampling shortcuts stay at full precision.
+(straight-through). The stem, the first block, downsampling shortcuts and everything outside
+the blocks' bodies stay at full precision.
 
-In training every choice of a block is computed, as values only (the gate's straight-through
-gradient needs them all), and each example also runs through its own choice with gradients.
-In evaluation only the latter: the batch is regrouped per block by choice, so a skipped block
-is not computed for the examples that skip it, and each bit-width runs on its own examples.
+Each example runs through its own choice, in one pass per block: the shortcut on the whole
+batch, the body on the examples that run the block (a skipped block costs its examples
+nothing), each convolution regrouped by bit-width. That pass is the only one that updates
+statistics: per training step, each batch norm's running statistics and each range tracker
+move once, from the examples' own chosen paths. In training, the gate's straight-through
+gradient also needs every other choice's output: those are computed as values only, with the
+statistics frozen (running batch-norm statistics, stored ranges), on the examples that did not
+take that choice (the chosen one is the path itself, not computed twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..cost import count_macs, eval_mode
-from .quant import FULL, RangeTracker, quantize_weight
+from ..errors import DynscaleError
+from ..graph import GraphError, trace
+from .blocks import BlockRunner
+from .quant import FULL
 
 DEFAULT_CHOICES = (0, 8, 10, 12, 14, 16, FULL)  # 0 skips the block, FULL runs it at full precision
 SKIPNET_CHOICES = (0, FULL)
@@ -42,32 +56,6 @@ def check_choices(choices: Sequence[int]) -> list[int]:
     if len(set(choices)) != len(choices):
         raise ValueError(f"each choice once, got {choices}")
     return sorted(choices)
-
-
-def _conv(layer: nn.Module, x: torch.Tensor, bits: int) -> torch.Tensor:
-    """A (width-1) incomplete or plain convolution with its weights quantized to ``bits``."""
-    weight, bias, groups = layer.dense_weights() if hasattr(layer, "dense_weights") else \
-        (layer.weight, layer.bias, layer.groups)
-    return F.conv2d(x, quantize_weight(weight, bits), bias, layer.stride, layer.padding, layer.dilation, groups)
-
-
-class BlockRunner(nn.Module):
-    """Runs one basic block at a chosen precision, or skips it (only the shortcut runs)."""
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-        self.inputs = RangeTracker()  # the block's input, quantized for conv1
-        self.middle = RangeTracker()  # conv1's output, quantized for conv2
-
-    def forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:  # (B, C, H, W) -> (B, C', H', W')
-        block = self.block
-        shortcut = block.shortcut(x)  # full precision
-        if bits == 0:
-            return F.relu(shortcut)
-        out = F.relu(block.bn1(_conv(block.conv1, self.inputs(x, bits), bits)))
-        out = block.bn2(_conv(block.conv2, self.middle(out, bits), bits))
-        return F.relu(out + shortcut)
 
 
 class Gate(nn.Module):
@@ -95,13 +83,90 @@ class Gate(nn.Module):
         return self.score(h), (h, c)  # (B, choices)
 
 
+class _Gated(nn.Module):
+    """Stands in for gated block ``index`` in the network's forward: the DFSNet runs it."""
+
+    def __init__(self, net: DFSNet, index: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "net", net)  # not a submodule: no cycle in the module tree
+        self.index = index
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
+            raise DynscaleError(f"block {self.net.block_names[self.index]!r} is called with other than one tensor; "
+                                "fractional skipping gates blocks that take one")
+        return self.net._step(self.index, args[0])
+
+
+def _swapped(root: nn.Module, replacements: dict[str, nn.Module]) -> tuple[nn.Module, list[tuple[nn.Module,
+                                                                                             nn.Module]]]:
+    """A shallow copy of ``root`` running ``replacements`` (qualified name -> module) in place
+    of its submodules: the containers on the way are copied, every other module and every
+    tensor is shared, and ``root`` is unchanged. Returns it and (copy, original) pairs."""
+    top = copy.copy(root)
+    top._modules = dict(root._modules)
+    copies = {"": (top, root)}
+    for name, new in replacements.items():
+        parts = name.split(".")
+        parent, path = top, ""
+        for part in parts[:-1]:
+            path = f"{path}.{part}" if path else part
+            if path not in copies:
+                original = parent._modules[part]
+                child = copy.copy(original)
+                child._modules = dict(original._modules)
+                parent._modules[part] = child
+                copies[path] = (child, original)
+            parent = copies[path][0]
+        parent._modules[parts[-1]] = new
+    return top, list(copies.values())
+
+
+def config_input_shape(backbone: nn.Module) -> tuple[int, ...] | None:
+    """One input's shape from the backbone's config (a registered or a converted model), or None."""
+    config = getattr(backbone, "config", None)
+    if hasattr(config, "input_shape"):
+        return tuple(config.input_shape)
+    if hasattr(config, "input_size"):
+        return (config.in_channels, config.input_size, config.input_size)
+    return None
+
+
+def residual_blocks(backbone: nn.Module, input_shape: Sequence[int]) -> list:
+    """The residual blocks of ``backbone`` the model graph finds, each a submodule of its own.
+
+    Raises:
+        DynscaleError: for a network the graph cannot trace, with fewer than two residual
+            blocks, or with an addition that is not inside a submodule of its own.
+    """
+    try:
+        blocks = trace(backbone, torch.zeros(1, *input_shape)).residual_blocks()
+    except GraphError as e:
+        raise DynscaleError(f"fractional skipping reads the network's residual blocks from its graph: {e}") from None
+    kind = type(backbone).__name__
+    if len(blocks) < 2:
+        raise DynscaleError(f"{kind} has {len(blocks) or 'no'} residual block{'s' if len(blocks) != 1 else ''}; "
+                            "fractional skipping gates every residual block but the first, so it needs two or more "
+                            "(a ResNet, say)")
+    names = [b.name for b in blocks]
+    for block in blocks:
+        if block.name == "":
+            raise DynscaleError(f"{kind}: the residual addition {block.add!r} is not inside a submodule of its own; "
+                                "fractional skipping gates a block module")
+        if names.count(block.name) > 1:
+            raise DynscaleError(f"{kind}: module {block.name!r} holds several residual additions; fractional "
+                                "skipping gates a module per block")
+    return blocks
+
+
 class DFSNet(nn.Module):
-    """A CIFAR-style ResNet with a fractional-skipping gate on every block but the first.
+    """A network with a fractional-skipping gate on every residual block but the first.
 
     Args:
-        backbone: a registered ``resnet``/``resnet38``/``resnet74`` model (width 1).
+        backbone: a network with two or more residual blocks (width 1 if it is width-scalable).
         choices: the gate's choices: 0 skips a block, b runs it at b bits, 32 at full precision.
         embedding, hidden: the gate's sizes.
+        input_shape: ``(C, H, W)`` of one input (default: the backbone's ``config``).
 
     Attributes:
         mode: ``"gated"`` (the gates decide), ``"full"`` (every block at full precision) or
@@ -110,23 +175,30 @@ class DFSNet(nn.Module):
             network (differentiable in training: the cost in the loss).
         last_macs: ``(B,)`` multiply-accumulates performed (quantized ones count as one).
         last_choices: ``(B, gated blocks)`` the index of each block's choice.
+
+    Raises:
+        DynscaleError: for a network without two residual blocks (see :func:`residual_blocks`).
     """
 
     def __init__(self, backbone: nn.Module, choices: Sequence[int] = DEFAULT_CHOICES, embedding: int = 16,
-                 hidden: int = 16) -> None:
+                 hidden: int = 16, input_shape: Sequence[int] | None = None) -> None:
         super().__init__()
-        if not hasattr(backbone, "layers") or not hasattr(backbone, "stem"):
-            raise ValueError(f"fractional skipping takes the registered ResNets, not {type(backbone).__name__}")
+        input_shape = input_shape or config_input_shape(backbone)
+        if input_shape is None:
+            raise DynscaleError(f"give the input shape (C, H, W) of {type(backbone).__name__}")
+        self.input_shape = tuple(int(d) for d in input_shape)
         self.backbone = backbone
         self.choices = check_choices(choices)
-        blocks = [block for stage in backbone.layers for block in stage]
-        if len(blocks) < 2:
-            raise ValueError("fractional skipping needs at least two residual blocks (the first is never gated)")
-        self.runners = nn.ModuleList(BlockRunner(b) for b in blocks[1:])
-        self.gate = Gate([b.conv1.in_channels for b in blocks[1:]], len(self.choices), embedding, hidden)
+        blocks = residual_blocks(backbone, self.input_shape)[1:]  # the first block is never gated
+        self.block_names = [b.name for b in blocks]
+        self.runners = nn.ModuleList(BlockRunner(backbone.get_submodule(b.name), b, b.name) for b in blocks)
+        self.gate = Gate([b.input_shape[0] for b in blocks], len(self.choices), embedding, hidden)
+        flow, pairs = _swapped(backbone, {b.name: _Gated(self, i) for i, b in enumerate(blocks)})
+        object.__setattr__(self, "_flow", flow)  # not a submodule: its tensors are the backbone's
+        object.__setattr__(self, "_containers", pairs)
         self.mode = "gated"
         self.static_bits = FULL
-        self._measure_costs()
+        self._measure_costs(blocks)
 
     @property
     def config(self):
@@ -136,29 +208,27 @@ class DFSNet(nn.Module):
     def model_name(self) -> str | None:
         return getattr(self.backbone, "model_name", None)
 
-    @property
-    def block_names(self) -> list[str]:
-        """``stage.block`` of each gated block (the first block is ``1.1``)."""
-        names = [f"{s + 1}.{b + 1}" for s, stage in enumerate(self.backbone.layers) for b in range(len(stage))]
-        return names[1:]
-
     @torch.no_grad()
-    def _measure_costs(self) -> None:
-        size = self.backbone.config.input_size
-        x = torch.zeros(1, self.backbone.config.in_channels, size, size)
+    def _measure_costs(self, blocks: list) -> None:
+        """MACs per example: the full network, each gated block's quantizable body layers, the
+        rest (stem, first block, shortcuts, head) and the gates."""
+        x = torch.zeros(1, *self.input_shape)
+        layers = {f"{b.name}.{t}": i for i, (b, runner) in enumerate(zip(blocks, self.runners, strict=True))
+                  for t in runner.quantized}
+        seen: list[tuple[str, torch.Tensor]] = []  # each body layer's input, as it runs
         self.full_macs = count_macs(self.backbone, x)
-        state = self.backbone.stem(x)
-        first = True
-        self.block_macs = []  # the two convolutions of each gated block, per example
-        for stage in self.backbone.layers:
-            for block in stage:
-                if not first:
-                    conv = count_macs(block, state) - (count_macs(block.shortcut, state)
-                                                       if not isinstance(block.shortcut, nn.Identity) else 0.0)
-                    self.block_macs.append(conv)
-                first = False
-                state = block(state)
-        self.fixed_macs = self.full_macs - sum(self.block_macs)  # stem, first block, shortcuts, head
+        handles = [self.backbone.get_submodule(name).register_forward_hook(
+            lambda module, inputs, output, name=name: seen.append((name, inputs[0]))) for name in layers]
+        try:
+            with eval_mode(self.backbone):  # measuring must not move the batch norms' statistics
+                self.backbone(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.block_macs = [0.0] * len(blocks)
+        for name, inputs in seen:
+            self.block_macs[layers[name]] += count_macs(self.backbone.get_submodule(name), inputs)
+        self.fixed_macs = self.full_macs - sum(self.block_macs)
         self.gate_macs = sum(self.gate.macs(i) for i in range(len(self.runners)))
 
     def choice_costs(self) -> torch.Tensor:
@@ -167,47 +237,71 @@ class DFSNet(nn.Module):
         return torch.tensor(self.block_macs)[:, None] * scale[None] / self.full_macs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
-        backbone = self.backbone
-        state = backbone.stem(x)
-        blocks = [block for stage in backbone.layers for block in stage]
-        state = blocks[0](state)
-        costs = self.choice_costs()
+        for copied, original in self._containers:
+            copied.training = original.training
         b = len(x)
-        bitops = torch.full((b,), self.fixed_macs / self.full_macs)
-        macs = torch.full((b,), self.fixed_macs, dtype=torch.float64)
-        chosen = torch.zeros(b, len(self.runners), dtype=torch.long)
-        gate_state = None
-        for i, runner in enumerate(self.runners):
-            if self.mode != "gated":
-                bits = FULL if self.mode == "full" else self.static_bits
-                column = self.choices.index(bits) if bits in self.choices else None
-                state = runner(state, bits)
-                bitops = bitops + self.block_macs[i] * (min(bits, FULL) / FULL) ** 2 / self.full_macs
-                macs += self.block_macs[i] if bits else 0.0
-                chosen[:, i] = -1 if column is None else column
-                continue
-            scores, gate_state = self.gate(i, state, gate_state)  # (B, choices)
-            choice = scores.argmax(1)
-            chosen[:, i] = choice
-            macs += self.gate.macs(i) + torch.tensor([self.block_macs[i] if self.choices[c] else 0.0
-                                                      for c in range(len(self.choices))],
-                                                     dtype=torch.float64)[choice]
-            if self.training:
-                soft = scores.softmax(1)
-                hard = F.one_hot(choice, len(self.choices)).to(soft.dtype) + soft - soft.detach()
-                # The gate's straight-through gradient needs every choice's output, as values only;
-                # the backbone learns through the path each example took.
-                with torch.no_grad():
-                    values = torch.stack([runner(state, bits) for bits in self.choices])  # (choices, B, ...)
-                mixed = (hard.t()[(...,) + (None,) * (values.dim() - 2)] * values).sum(0)
-                path = self._regrouped(runner, state, choice)
-                state = mixed + (path - path.detach())
-                bitops = bitops + (hard * costs[i]).sum(1) + self.gate.macs(i) / self.full_macs
-            else:
-                state = self._regrouped(runner, state, choice)
-                bitops = bitops + costs[i][choice] + self.gate.macs(i) / self.full_macs
-        self.last_bitops, self.last_macs, self.last_choices = bitops, macs, chosen
-        return backbone.classifier(backbone.pool(state).flatten(1))
+        self._pass = {"costs": self.choice_costs(), "next": 0, "gate_state": None,
+                      "bitops": torch.full((b,), self.fixed_macs / self.full_macs),
+                      "macs": torch.full((b,), self.fixed_macs, dtype=torch.float64),
+                      "chosen": torch.zeros(b, len(self.runners), dtype=torch.long)}
+        try:
+            out = self._flow(x)
+            if self._pass["next"] != len(self.runners):
+                raise DynscaleError(f"the network ran {self._pass['next']} of its {len(self.runners)} gated blocks")
+            self.last_bitops, self.last_macs, self.last_choices = (self._pass[k] for k in ("bitops", "macs", "chosen"))
+        finally:
+            del self._pass
+        return out
+
+    def _step(self, i: int, state: torch.Tensor) -> torch.Tensor:
+        """Gated block ``i`` on its input ``state``, in the current mode."""
+        p = self._pass
+        if p["next"] != i:
+            raise DynscaleError(f"block {self.block_names[i]!r} ran out of order or twice; fractional skipping "
+                                "gates blocks that run once each, in the order of the graph")
+        p["next"] += 1
+        runner = self.runners[i]
+        if self.mode != "gated":
+            bits = FULL if self.mode == "full" else self.static_bits
+            column = self.choices.index(bits) if bits in self.choices else None
+            p["bitops"] = p["bitops"] + self.block_macs[i] * (min(bits, FULL) / FULL) ** 2 / self.full_macs
+            p["macs"] += self.block_macs[i] if bits else 0.0
+            p["chosen"][:, i] = -1 if column is None else column
+            return runner(state, bits)
+        scores, p["gate_state"] = self.gate(i, state, p["gate_state"])  # (B, choices)
+        choice = scores.argmax(1)
+        p["chosen"][:, i] = choice
+        performed = torch.tensor([self.block_macs[i] if c else 0.0 for c in self.choices], dtype=torch.float64)
+        p["macs"] += self.gate.macs(i) + performed[choice]
+        # Each example through its own choice, in one pass: the only update of the statistics.
+        path = runner(state, torch.tensor(self.choices)[choice])
+        costs = p["costs"][i]
+        if not self.training:
+            p["bitops"] = p["bitops"] + costs[choice] + self.gate.macs(i) / self.full_macs
+            return path
+        soft = scores.softmax(1)
+        hard = F.one_hot(choice, len(self.choices)).to(soft.dtype) + soft - soft.detach()
+        values = self._counterfactuals(runner, state, choice, path)  # (choices, B, ...)
+        # Forward: the chosen path; backward: the softmax's gradient over every choice's value
+        # (straight-through) for the gate, the chosen path's for the backbone.
+        straight = (soft - soft.detach()).t()[(...,) + (None,) * (values.dim() - 2)]
+        p["bitops"] = p["bitops"] + (hard * costs).sum(1) + self.gate.macs(i) / self.full_macs
+        return path + (straight * values).sum(0)
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> DFSNet:
+        """Sets the activation ranges from ``batches`` of inputs, each block at full precision;
+        batch-norm statistics and weights are not touched. Returns the network, in eval mode."""
+        mode = self.mode
+        self.mode = "full"
+        self.train()
+        try:
+            with eval_mode(self.backbone):  # batch norms on their running statistics
+                for x in batches:
+                    self(x)
+        finally:
+            self.mode = mode
+        return self.eval()
 
     @torch.no_grad()
     def measure(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float, float,
@@ -224,14 +318,15 @@ class DFSNet(nn.Module):
                 chosen.append(self.last_choices)
         return correct / len(x), macs / len(x), bitops / len(x), torch.cat(chosen)
 
-    def _regrouped(self, runner: BlockRunner, state: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-        """Each example through its own choice only: a skipped block costs its examples nothing."""
-        parts = []
-        for c, bits in enumerate(self.choices):
-            index = (choice == c).nonzero().squeeze(1)
-            if len(index):
-                parts.append((index, runner(state[index], bits)))
-        out = parts[0][1].new_empty(len(state), *parts[0][1].shape[1:])
-        for index, values in parts:
-            out[index] = values
-        return out
+    def _counterfactuals(self, runner: BlockRunner, state: torch.Tensor, choice: torch.Tensor,
+                         path: torch.Tensor) -> torch.Tensor:
+        """``(choices, B, ...)``: every choice's output, as values for the gate's gradient: the
+        chosen path where an example took that choice, otherwise the block run with its
+        statistics frozen (running batch-norm statistics, stored ranges: nothing updated)."""
+        values = path.detach().unsqueeze(0).repeat(len(self.choices), *([1] * path.dim()))
+        with runner.frozen():
+            for c, bits in enumerate(self.choices):
+                others = (choice != c).nonzero().squeeze(1)
+                if len(others):
+                    values[c, others] = runner(state[others], bits)
+        return values

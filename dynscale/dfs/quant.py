@@ -62,9 +62,13 @@ class RangeTracker(nn.Module):
             self.low.lerp_(low, self.momentum)
             self.high.lerp_(high, self.momentum)
 
-    def forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:
-        if self.training:
-            self.update(x)
+    def quantize(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        """``x`` at ``bits`` over the stored range (no update)."""
         if bits >= FULL:
             return x
         return fake_quantize(x, bits, self.low, self.high)
+
+    def forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        if self.training:
+            self.update(x)
+        return self.quantize(x, bits)

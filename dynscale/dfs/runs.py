@@ -3,6 +3,7 @@ network, static quantization of a backbone at each bit-width, and real int8 in O
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tempfile
 from collections.abc import Sequence
@@ -14,18 +15,17 @@ import torch
 
 from ..cost import count_macs
 from ..data import Dataset
-from ..errors import DynscaleError
+from ..errors import CheckpointError, DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, evaluate
 from ..eval.runtime import check_onnx_equal, onnx_bytes, onnxruntime_session, require_onnxruntime, torch_runner
 from ..export import dense
 from ..models import get_model
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, open_run, open_runs, register_kind
-from ..schema import Int, ListOf, setting
+from ..schema import Int, ListOf, Optional, Str, setting
 from ..train import TrainConfig, Training, sized_for, train_and_save
-from .model import FULL, SKIPNET_CHOICES, DFSNet, check_choices
+from .model import FULL, SKIPNET_CHOICES, DFSNet, check_choices, config_input_shape
 from .recipes import FractionalSkipping
 
-RESNETS = ("resnet", "resnet38", "resnet74")
 CALIBRATION_BATCHES = 20  # training batches of 256 that set a backbone's activation ranges
 
 
@@ -45,21 +45,27 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
         steps = recipe
         if backbone_run is not None:
             run = open_run(backbone_run, (WIDTH,), dataset, own_data=True, what="--backbone")
-            if run.model_name not in RESNETS or run.config.profile_ranges:
-                raise DynscaleError(f"{backbone_run} is not a ResNet trained with `dynscale train --model resnet38`; "
-                                    "a backbone must be one")
-            backbone = run.model
+            if run.config.profile_ranges:
+                raise DynscaleError(f"{backbone_run} is a run of several members; a backbone is a single network with "
+                                    "residual blocks (a ResNet trained with `dynscale train --model resnet38`, say)")
+            backbone, source = run.model, backbone_run
             steps = dataclasses.replace(recipe, pretrain=0)  # the backbone is pretrained
         else:
-            if model_name not in RESNETS:
-                raise DynscaleError(f"--model: fractional skipping takes the ResNets ({', '.join(RESNETS)}), not "
-                                    f"{model_name!r}")
             backbone = get_model(model_name, **sized_for(dataset, {"profile": "all-one", **(model_options or {})}))
+            source = model_name
         provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
-        return Training(DFSNet(backbone, steps.choices), steps, config, provenance)
+        return Training(_gated(backbone, steps.choices, source), steps, config, provenance)
 
     return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
                           inputs=[backbone_run] if backbone_run is not None else [])
+
+
+def _gated(backbone: torch.nn.Module, choices: Sequence[int], source: object) -> DFSNet:
+    """``DFSNet(backbone, choices)``, its refusal naming ``source`` (a run or a model)."""
+    try:
+        return DFSNet(backbone, choices)
+    except DynscaleError as e:
+        raise DynscaleError(f"{source}: {e}") from None
 
 
 def _measure(net: DFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> Measurement:
@@ -93,17 +99,14 @@ def _candidate(net: DFSNet, method: str, knobs: dict, label: str, mode: str, bit
 
 
 def calibrated(backbone: torch.nn.Module, data: Dataset) -> DFSNet:
-    """A backbone with full-precision gates off and its activation ranges measured on training
-    data, for static quantization."""
-    net = DFSNet(backbone)
+    """A copy of ``backbone`` (left unchanged) with full-precision gates off and its activation
+    ranges measured on training data, for static quantization; its batch-norm statistics stay
+    the backbone's."""
+    net = DFSNet(copy.deepcopy(backbone), input_shape=_input_shape(backbone, data))
+    batches = (x for i, (x, _) in zip(range(CALIBRATION_BATCHES), data.loader("train", 256), strict=False))
+    net.calibrate(batches)
     net.mode = "full"
-    net.train()
-    with torch.no_grad():
-        for i, (x, _) in enumerate(data.loader("train", 256)):
-            if i >= CALIBRATION_BATCHES:
-                break
-            net(x)
-    return net.eval()
+    return net
 
 
 def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8: bool = False,
@@ -119,16 +122,20 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
     """
     curves, gated = [], {}
     opened = open_runs(runs, (DFS, WIDTH), data, with_data=True, what="dfs sweep")
-    for run in opened:
-        if run.kind == WIDTH and (run.model_name not in RESNETS or run.config.profile_ranges):
-            raise DynscaleError(f"{run.path} is a width run of {run.model_name}; give DFS runs (dynscale dfs train) "
-                                "or ResNet runs (for the static and int8 baselines)")
+    for run in opened:  # every run checked before any evaluation
+        if run.kind == WIDTH:
+            try:
+                DFSNet(run.model, SKIPNET_CHOICES, input_shape=_input_shape(run.model, run.dataset))
+            except DynscaleError as e:
+                raise DynscaleError(f"{run.path}: {e}; the static and int8 baselines take width runs of a network "
+                                    "with residual blocks (ResNet runs, say)") from None
     kinds = {run.kind for run in opened}
     if choices_plot and DFS not in kinds:
         raise DynscaleError("--choices-plot draws what the gates chose: give at least one DFS run (dynscale dfs train)")
     if (static_bits or int8) and WIDTH not in kinds:
-        raise DynscaleError(f"{'--static-bits' if static_bits else '--int8'} quantizes ResNet runs: give at least one "
-                            "(dynscale train --model resnet38), or leave it out")
+        raise DynscaleError(f"{'--static-bits' if static_bits else '--int8'} quantizes ResNet runs (width runs of a "
+                            "network with residual blocks): give at least one (dynscale train --model resnet38), or "
+                            "leave it out")
     for run in opened:
         dataset, run_dir = run.dataset, run.path
         name = Path(run_dir).name
@@ -261,14 +268,25 @@ def plot_choices(curves: Sequence[Curve], path: str | Path, title: str = "What t
     return Path(path)
 
 
+def _input_shape(backbone: torch.nn.Module, data: Dataset) -> tuple[int, ...]:
+    """One input's shape: the backbone's config's, or the data's."""
+    return config_input_shape(backbone) or tuple(data.test_x.shape[1:])
+
+
 def _describe(net: DFSNet) -> tuple[ModelSpec, dict]:
     return ModelSpec.of(net.backbone), {"choices": net.choices, "embedding": net.gate.project[0].out_channels,
-                                        "hidden": net.gate.lstm.hidden_size}
+                                        "hidden": net.gate.lstm.hidden_size, "blocks": net.block_names}
 
 
 def _build(config: RunConfig) -> DFSNet:
     section = config.section
-    return DFSNet(config.model.build(), section["choices"], section["embedding"], section["hidden"])
+    net = DFSNet(config.model.build(), section["choices"], section["embedding"], section["hidden"])
+    # Runs saved before the model graph have no block names; their layout (every block of the
+    # registered ResNets but the first) is the one the graph finds.
+    if section.get("blocks", net.block_names) != net.block_names:
+        raise CheckpointError(f"config.json: its gated blocks ({section['blocks']}) are not the ones the graph finds "
+                              f"in its network ({net.block_names}); retrain the run with this version")
+    return net
 
 
 def _summary(config: RunConfig) -> list[tuple[str, str]]:
@@ -287,6 +305,9 @@ class DFSSection:
                                  help="the gates' choices: 0 skips a block, 1-32 bits")
     embedding: int = setting(check=Int(1), help="channels of the gate's input projection")
     hidden: int = setting(check=Int(1), help="the gate LSTM's hidden size")
+    blocks: list[str] | None = setting(None, check=Optional(ListOf(Str(empty=True))),
+                                       help="the gated residual blocks, as the graph names them (absent in runs "
+                                            "saved before the model graph)")
 
 
 def _check(config: RunConfig) -> None:

@@ -48,7 +48,9 @@ class FractionalSkipping(Recipe):
             slowly (docs/dfs/README.md has the sweep).
         gate_objective: what the gates phase trains towards: ``"full"`` (full execution: the
             cost term always pushes up, as the authors train the gates first) or ``"target"`` (the joint
-            phase's target already; this recipe's behaviour before issue 17).
+            phase's target already; this recipe's behaviour before issue 17). On CPU-sized runs
+            (one joint epoch) only ``"target"`` with β 2.0 moved the gates off full precision
+            (docs/dfs/README.md); the authors' order needs their length of joint training.
         pretrain, gates, joint: epochs of each phase. The authors train far longer (64k
             iterations for the joint phase on CIFAR); these defaults are sized for a CPU.
         choices: the gates' choices (0 skips; 32 is full precision).

@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch; a plain `torch` would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+TORCHVISION := torchvision==0.28.0
 
 .PHONY: demo test lint setup clean
 
@@ -12,6 +13,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# torchvision, a test and benchmark dependency only (the library never imports it): without
+	# its dependencies, which would replace the CPU torch by a CUDA build.
+	$(BIN)/pip install --quiet --no-deps $(TORCHVISION)
 	touch $@
 
 setup: $(BIN)/.installed

@@ -98,10 +98,11 @@ def train(args: argparse.Namespace) -> None:
     if args.backbone is None:
         options = check_model_options(args.model or DEFAULT_MODEL, {"profile": "all-one", **options}, data)
         from ..models import get_model
-        from .model import DFSNet
+        from .runs import gated
 
-        with about(f"--model {args.model or DEFAULT_MODEL}"):  # gates need residual blocks: checked before any work
-            DFSNet(get_model(args.model or DEFAULT_MODEL, **options), steps.choices)
+        # gates need residual blocks: checked before any work, refused as the training would
+        name = args.model or DEFAULT_MODEL
+        gated(get_model(name, **options), steps.choices, f"--model {name}")
     out = train_dfs_run(args.out, args.model or DEFAULT_MODEL, data, config, steps, options,
                         backbone_run=args.backbone, force=args.force, resume=args.resume,
                         checkpoint_every=args.checkpoint_every)

@@ -54,14 +54,14 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
             backbone = get_model(model_name, **sized_for(dataset, {"profile": "all-one", **(model_options or {})}))
             source = model_name
         provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
-        return Training(_gated(backbone, steps.choices, source), steps, config, provenance)
+        return Training(gated(backbone, steps.choices, source), steps, config, provenance)
 
     return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
                           inputs=[backbone_run] if backbone_run is not None else [])
 
 
-def _gated(backbone: torch.nn.Module, choices: Sequence[int], source: object) -> DFSNet:
-    """``DFSNet(backbone, choices)``, its refusal naming ``source`` (a run or a model)."""
+def gated(backbone: torch.nn.Module, choices: Sequence[int], source: object) -> DFSNet:
+    """``DFSNet(backbone, choices)``, its refusal naming ``source`` (a run, a model or an option)."""
     try:
         return DFSNet(backbone, choices)
     except DynscaleError as e:

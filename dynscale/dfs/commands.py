@@ -27,8 +27,9 @@ from ..command import options as opt
 from ..errors import DynscaleError
 from .recipes import FractionalSkipping
 
-FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective", "pretrain": "--pretrain-epochs",
-         "gates": "--gate-epochs", "joint": "--joint-epochs", "choices": "--choices"}
+FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective",
+         "target_mode": "--target-mode", "pretrain": "--pretrain-epochs", "gates": "--gate-epochs",
+         "joint": "--joint-epochs", "choices": "--choices", "execute": "--execute", "gate": "--gate"}
 DEFAULT_MODEL = "resnet38"
 
 
@@ -76,6 +77,9 @@ def recipe(args: argparse.Namespace) -> FractionalSkipping:
     for key, value in settings.items():
         with about(FLAGS[key]):
             FractionalSkipping(**{key: value, **({"pretrain": 0} if args.backbone is not None else {})})
+    if "choices" in settings and settings.get("execute"):
+        with about("--choices"):  # a bit-width the CPU does not execute
+            FractionalSkipping(choices=settings["choices"], execute=True)
     phases = [FLAGS[k] for k in ("pretrain", "gates", "joint")]
     with about(", ".join(phases)):
         if not any(settings.get(k, 1) for k in ("pretrain", "gates", "joint")):
@@ -102,7 +106,7 @@ def train(args: argparse.Namespace) -> None:
 
         # gates need residual blocks: checked before any work, refused as the training would
         name = args.model or DEFAULT_MODEL
-        gated(get_model(name, **options), steps.choices, f"--model {name}")
+        gated(get_model(name, **options), steps, f"--model {name}")
     out = train_dfs_run(args.out, args.model or DEFAULT_MODEL, data, config, steps, options,
                         backbone_run=args.backbone, force=args.force, resume=args.resume,
                         checkpoint_every=args.checkpoint_every)

@@ -6,10 +6,10 @@ additions sum a body of layers and a shortcut, each block a submodule of its own
 but the first is gated. The network's own forward runs, each gated block standing in for
 itself through a :class:`BlockRunner`.
 
-The gate (after SkipNet) pools the block's input, projects it to a small embedding with a 1×1
-convolution, feeds an LSTM shared by all blocks, and a linear layer scores the choices; the
-forward pass takes the best choice (one-hot), the backward pass the softmax's gradient
-(straight-through). The stem, the first block, downsampling shortcuts and everything outside
+The gate (``dynscale.dfs.gates``; by default the paper's, after SkipNet: pool, a 1×1
+convolution to a small embedding, an LSTM shared by all blocks, a linear layer) scores the
+choices; the forward pass takes the best choice (one-hot), the backward pass the softmax's
+gradient (straight-through). The stem, the first block, downsampling shortcuts and everything outside
 the blocks' bodies stay at full precision.
 
 Each example runs through its own choice, in one pass per block: the shortcut on the whole
@@ -35,10 +35,12 @@ from ..cost import count_macs, eval_mode
 from ..errors import DynscaleError
 from ..graph import GraphError, trace
 from .blocks import BlockRunner
-from .quant import FULL
+from .gates import make_gate
+from .quant import FULL, INT8, SCHEMES
 
 DEFAULT_CHOICES = (0, 8, 10, 12, 14, 16, FULL)  # 0 skips the block, FULL runs it at full precision
 SKIPNET_CHOICES = (0, FULL)
+EXECUTE_CHOICES = (0, INT8, FULL)  # what a CPU executes: skip, int8 kernels, float32 kernels
 
 
 def check_choices(choices: Sequence[int]) -> list[int]:
@@ -58,29 +60,25 @@ def check_choices(choices: Sequence[int]) -> list[int]:
     return sorted(choices)
 
 
-class Gate(nn.Module):
-    """Pool → 1×1 conv to an embedding → an LSTM shared by all blocks → linear → a score per choice."""
+def check_executable(choices: Sequence[int], quantization: str) -> None:
+    """Validates a quantization scheme for ``choices``: ``uniform`` simulates any bit-width,
+    ``int8`` only 8 bits (the choices a CPU executes: skip, int8, full precision).
 
-    def __init__(self, channels: Sequence[int], choices: int, embedding: int = 16, hidden: int = 16) -> None:
-        super().__init__()
-        self.project = nn.ModuleList(nn.Conv2d(c, embedding, 1) for c in channels)
-        self.lstm = nn.LSTMCell(embedding, hidden)
-        self.score = nn.Linear(hidden, choices)
-        # Start by running every block at full precision: the last choice scores highest.
-        with torch.no_grad():
-            self.score.bias.zero_()
-            self.score.bias[-1] = 2.0
+    Raises:
+        ValueError: for an unknown scheme, or the int8 scheme with another bit-width.
+    """
+    if quantization not in SCHEMES:
+        raise ValueError(f"the quantization is one of {', '.join(SCHEMES)}, not {quantization!r}")
+    others = [c for c in choices if c not in EXECUTE_CHOICES]
+    if quantization == "int8" and others:
+        raise ValueError(f"executable choices are 0 (skip), 8 (int8) and 32 (float32); {others} cannot run on "
+                         "the CPU's kernels: leave them out, or train without --execute")
 
-    def macs(self, index: int) -> int:
-        """Multiply-accumulates of one gate step per example (pooling aside)."""
-        projection = self.project[index].in_channels * self.project[index].out_channels
-        hidden = self.lstm.hidden_size
-        return projection + 4 * hidden * (self.lstm.input_size + hidden) + hidden * self.score.out_features
 
-    def forward(self, index: int, x: torch.Tensor, state):
-        pooled = F.adaptive_avg_pool2d(x, 1)  # (B, C, 1, 1)
-        h, c = self.lstm(self.project[index](pooled).flatten(1), state)
-        return self.score(h), (h, c)  # (B, choices)
+def executable(choices: Sequence[int], quantization: str) -> bool:
+    """Whether every choice runs as it was trained on real kernels: skip and full precision
+    always, 8 bits when trained with the int8 scheme."""
+    return set(choices) <= set(SKIPNET_CHOICES) or (quantization == "int8" and set(choices) <= set(EXECUTE_CHOICES))
 
 
 class _Gated(nn.Module):
@@ -167,6 +165,9 @@ class DFSNet(nn.Module):
         choices: the gate's choices: 0 skips a block, b runs it at b bits, 32 at full precision.
         embedding, hidden: the gate's sizes.
         input_shape: ``(C, H, W)`` of one input (default: the backbone's ``config``).
+        gate: the gate's kind (``dynscale.dfs.gates.GATES``; ``lstm`` is the paper's).
+        quantization: how a bit-width is simulated (``dynscale.dfs.quant.SCHEMES``): ``uniform``
+            (the paper's) or ``int8`` (as the CPU's int8 kernels compute; choices 0, 8, 32).
 
     Attributes:
         mode: ``"gated"`` (the gates decide), ``"full"`` (every block at full precision) or
@@ -178,21 +179,27 @@ class DFSNet(nn.Module):
 
     Raises:
         DynscaleError: for a network without two residual blocks (see :func:`residual_blocks`).
+        ValueError: for bad choices, an unknown gate or a quantization the choices cannot take.
     """
 
     def __init__(self, backbone: nn.Module, choices: Sequence[int] = DEFAULT_CHOICES, embedding: int = 16,
-                 hidden: int = 16, input_shape: Sequence[int] | None = None) -> None:
+                 hidden: int = 16, input_shape: Sequence[int] | None = None, gate: str = "lstm",
+                 quantization: str = "uniform") -> None:
         super().__init__()
+        check_executable(check_choices(choices), quantization)
         input_shape = input_shape or config_input_shape(backbone)
         if input_shape is None:
             raise DynscaleError(f"give the input shape (C, H, W) of {type(backbone).__name__}")
         self.input_shape = tuple(int(d) for d in input_shape)
         self.backbone = backbone
         self.choices = check_choices(choices)
+        self.quantization, self.embedding, self.hidden = quantization, embedding, hidden
         blocks = residual_blocks(backbone, self.input_shape)[1:]  # the first block is never gated
+        self.blocks = blocks
         self.block_names = [b.name for b in blocks]
-        self.runners = nn.ModuleList(BlockRunner(backbone.get_submodule(b.name), b, b.name) for b in blocks)
-        self.gate = Gate([b.input_shape[0] for b in blocks], len(self.choices), embedding, hidden)
+        self.runners = nn.ModuleList(BlockRunner(backbone.get_submodule(b.name), b, b.name, quantization)
+                                     for b in blocks)
+        self.gate = make_gate(gate, [b.input_shape[0] for b in blocks], len(self.choices), embedding, hidden)
         flow, pairs = _swapped(backbone, {b.name: _Gated(self, i) for i, b in enumerate(blocks)})
         object.__setattr__(self, "_flow", flow)  # not a submodule: its tensors are the backbone's
         object.__setattr__(self, "_containers", pairs)
@@ -203,6 +210,11 @@ class DFSNet(nn.Module):
     @property
     def config(self):
         return self.backbone.config
+
+    @property
+    def executable(self) -> bool:
+        """Whether every choice runs on real kernels as trained (see :func:`executable`)."""
+        return executable(self.choices, self.quantization)
 
     @property
     def model_name(self) -> str | None:
@@ -235,6 +247,16 @@ class DFSNet(nn.Module):
         """``(gated blocks, choices)``: each choice's BitOps relative to the full network."""
         scale = torch.tensor([(c / FULL) ** 2 for c in self.choices])
         return torch.tensor(self.block_macs)[:, None] * scale[None] / self.full_macs
+
+    def counted(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``chosen`` ``(B, gated blocks)`` choice indices cost, counted as a forward in
+        eval mode counts them: ``(B,)`` MACs performed and ``(B,)`` BitOps relative to the
+        full-precision network (gates included)."""
+        blocks = torch.arange(len(self.runners))[None]  # (1, gated blocks)
+        bitops = self.choice_costs()[blocks, chosen].sum(1) + (self.fixed_macs + self.gate_macs) / self.full_macs
+        runs = torch.tensor([float(c > 0) for c in self.choices], dtype=torch.float64)[chosen]  # (B, gated blocks)
+        macs = (runs * torch.tensor(self.block_macs, dtype=torch.float64)).sum(1) + self.fixed_macs + self.gate_macs
+        return macs, bitops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         for copied, original in self._containers:

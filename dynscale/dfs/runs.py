@@ -23,7 +23,9 @@ from ..models import get_model
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, open_run, open_runs, register_kind
 from ..schema import Int, ListOf, Optional, Str, setting
 from ..train import TrainConfig, Training, sized_for, train_and_save
-from .model import FULL, SKIPNET_CHOICES, DFSNet, check_choices, config_input_shape
+from .gates import GATES
+from .model import FULL, SKIPNET_CHOICES, DFSNet, check_choices, check_executable, config_input_shape
+from .quant import SCHEMES
 from .recipes import FractionalSkipping
 
 CALIBRATION_BATCHES = 20  # training batches of 256 that set a backbone's activation ranges
@@ -54,16 +56,17 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
             backbone = get_model(model_name, **sized_for(dataset, {"profile": "all-one", **(model_options or {})}))
             source = model_name
         provenance = {"backbone_run": str(backbone_run)} if backbone_run is not None else {}
-        return Training(gated(backbone, steps.choices, source), steps, config, provenance)
+        return Training(gated(backbone, steps, source), steps, config, provenance)
 
     return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
                           inputs=[backbone_run] if backbone_run is not None else [])
 
 
-def gated(backbone: torch.nn.Module, choices: Sequence[int], source: object) -> DFSNet:
-    """``DFSNet(backbone, choices)``, its refusal naming ``source`` (a run, a model or an option)."""
+def gated(backbone: torch.nn.Module, recipe: FractionalSkipping, source: object) -> DFSNet:
+    """The DFSNet the recipe trains on ``backbone`` (its choices, gate and quantization), its
+    refusal naming ``source`` (a run, a model or an option)."""
     try:
-        return DFSNet(backbone, choices)
+        return DFSNet(backbone, recipe.choices, gate=recipe.gate, quantization=recipe.quantization)
     except DynscaleError as e:
         raise DynscaleError(f"{source}: {e}") from None
 
@@ -274,13 +277,15 @@ def _input_shape(backbone: torch.nn.Module, data: Dataset) -> tuple[int, ...]:
 
 
 def _describe(net: DFSNet) -> tuple[ModelSpec, dict]:
-    return ModelSpec.of(net.backbone), {"choices": net.choices, "embedding": net.gate.project[0].out_channels,
-                                        "hidden": net.gate.lstm.hidden_size, "blocks": net.block_names}
+    return ModelSpec.of(net.backbone), {"choices": net.choices, "embedding": net.embedding, "hidden": net.hidden,
+                                        "blocks": net.block_names, "gate": net.gate.kind,
+                                        "quantization": net.quantization}
 
 
 def _build(config: RunConfig) -> DFSNet:
     section = config.section
-    net = DFSNet(config.model.build(), section["choices"], section["embedding"], section["hidden"])
+    net = DFSNet(config.model.build(), section["choices"], section["embedding"], section["hidden"],
+                 gate=section.get("gate", "lstm"), quantization=section.get("quantization", "uniform"))
     # Runs saved before the model graph have no block names; their layout (every block of the
     # registered ResNets but the first) is the one the graph finds.
     if section.get("blocks", net.block_names) != net.block_names:
@@ -308,11 +313,15 @@ class DFSSection:
     blocks: list[str] | None = setting(None, check=Optional(ListOf(Str(empty=True))),
                                        help="the gated residual blocks, as the graph names them (absent in runs "
                                             "saved before the model graph)")
+    gate: str = setting("lstm", check=Str(GATES), help="the gate's kind (absent in runs saved before issue 18: lstm)")
+    quantization: str = setting("uniform", check=Str(SCHEMES),
+                                help="how bit-widths were simulated in training: uniform (the paper's) or int8 "
+                                     "(as the int8 kernels compute; absent before issue 18: uniform)")
 
 
 def _check(config: RunConfig) -> None:
     try:
-        check_choices(config.section["choices"])
+        check_executable(check_choices(config.section["choices"]), config.section.get("quantization", "uniform"))
     except ValueError as e:
         raise ValueError(f"section.choices: {e}") from None
     recipe = config.recipe.get("choices")

@@ -270,3 +270,25 @@ def test_tables_show_the_ratio_against_the_reference_on_another_runtime():
     header = format_table([Curve("e", [point])], layout="long").splitlines()[0]
     assert "ratio torch@1 vs onnxruntime" in header
     assert "4.500" in format_table([Curve("e", [point])], layout="long")
+
+
+def test_a_profile_sums_the_spans_and_the_rest():
+    from dynscale.eval.profiling import profile_point, profiles_markdown, span
+
+    layer = torch.nn.Linear(32, 32)
+
+    def forward(x):
+        with span("toy.decide"):
+            keep = x.abs() > 0.5
+        with span("toy.kernel"):
+            with span("toy.gather"):  # inside another span: counts towards the outer one only
+                y = layer(x)
+        return y.relu() * keep
+
+    profile = profile_point(forward, [torch.randn(4, 32) for _ in range(5)], "toy")
+    assert profile.batch == 4 and profile.ms_per_batch > 0
+    assert set(profile.parts) == {"toy.decide", "toy.kernel", "operators outside spans", "Python between operators"}
+    assert sum(profile.parts.values()) == pytest.approx(1.0)
+    assert "aten::addmm" in [name for name, _, _ in profile.operators]
+    text = profiles_markdown([profile])
+    assert text.startswith("### toy, batch 4:") and "| `toy.kernel` |" in text

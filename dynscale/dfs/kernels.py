@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..eval.baselines import int8_onnx, int8_torch
 from ..eval.profiling import span
-from ..eval.quantize import TorchInt8, ort_int8
 from ..eval.runtime import check_onnx_equal, onnx_bytes, onnxruntime_session
 
 RUNTIMES = ("torch", "onnxruntime")  # where an executor runs its pieces
@@ -50,7 +50,7 @@ def ort_float(module: nn.Module, batches: Sequence[torch.Tensor], what: str, thr
 
 def ort_quantized(module: nn.Module, batches: Sequence[torch.Tensor], threads: int = 1) -> OrtKernel:
     """``module`` in ONNX Runtime, statically quantized to int8 on ``batches``."""
-    return OrtKernel(ort_int8(onnx_bytes(module, batches[0][:2]), batches), threads)
+    return OrtKernel(int8_onnx(module, batches[0], batches), threads)
 
 
 class TorchKernel:
@@ -74,11 +74,11 @@ class TorchQuantized:
     """
 
     def __init__(self, module: nn.Module, batches: Sequence[torch.Tensor]) -> None:
-        self.int8 = TorchInt8(module, batches, quantized_io=True)
+        self.int8 = int8_torch(module, batches[0], batches, quantized_io=True)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with span("dfs.quantize"):
-            q = self.int8.quantize(x)
+            q = torch.quantize_per_tensor(x, self.int8.input_scale, self.int8.input_zero_point, torch.quint8)
         with span("dfs.kernel"):
             q = self.int8(q)
         with span("dfs.quantize"):

@@ -55,13 +55,15 @@ def add_commands(sub) -> None:
     add_quiet(p)
     p.set_defaults(func=train)
 
-    p = group.add_parser("sweep", help="DFS and SkipNet runs, static quantization and int8 of a backbone: BitOps, "
-                         "MACs, accuracy, wall-clock")
+    p = group.add_parser("sweep", help="DFS and SkipNet runs (executed on real kernels where their choices run on the "
+                         "CPU), the dense backbone, static int8 and static quantization: BitOps, MACs, accuracy, "
+                         "wall-clock")
     p.add_argument("runs", type=opt.run_directory, nargs="+",
-                   help="DFS runs (dynscale dfs train), and ResNet runs for the static and int8 baselines")
+                   help="DFS runs (dynscale dfs train), and ResNet runs for the dense and static baselines")
     p.add_argument("--static-bits", type=opt.listing(opt.integer(1, 31), "8,16"), default=[],
-                   help="bit-widths of static quantization of the ResNet runs")
-    p.add_argument("--int8", action="store_true", help="also measure the ResNet runs in int8 with ONNX Runtime")
+                   help="bit-widths of static quantization of the ResNet runs, simulated (counted, not timed)")
+    p.add_argument("--int8", action="store_true",
+                   help="also the ResNet runs in static int8: ONNX Runtime (QDQ) and PyTorch's x86 engine")
     p.add_argument("--choices-plot", type=opt.path, default=None,
                    help="write the per-block choices of each gated point as PNG here")
     add_sweep_options(p, "accuracy vs BitOps ratio")
@@ -117,15 +119,22 @@ def train(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
+    import sys
+
     from ..runs import check_file_output
-    from .runs import dfs_curves, plot_choices
+    from .kernels import RUNTIMES
+    from .plot import plot_choices
+    from .sweep import dfs_curves
 
     if args.choices_plot is not None:
         check_file_output(args.choices_plot, "--choices-plot", inputs=inputs(args))
     data = dataset(args.data) if args.data else None
-    settings = timing(args, runtimes=["torch"]) if args.latency else None
+    settings = timing(args, runtimes=list(RUNTIMES)) if args.latency else None
+    notes: list[str] = []
     curves = dfs_curves(args.runs, args.static_bits, args.int8, data, settings,
-                        choices_plot=args.choices_plot is not None)
+                        choices_plot=args.choices_plot is not None, notes=notes)
+    for note in notes:
+        print(note, file=sys.stderr)
     sweep_report(args, curves, settings, "Dynamic fractional skipping: accuracy vs BitOps",
                  "BitOps relative to full precision", layout="long", x="bitops")
     if args.choices_plot is not None:
@@ -134,6 +143,6 @@ def sweep(args: argparse.Namespace) -> None:
 
 def points(run_dir, *, data=None, timing=None, progress=None) -> list:
     """The DFS method's operating points of a run (``pick`` measures with them)."""
-    from .runs import dfs_curves
+    from .sweep import dfs_curves
 
     return dfs_curves([run_dir], data=data, timing=timing, progress=progress)

@@ -165,8 +165,7 @@ class DFSExecutor:
                 x = item(x)
                 continue
             with span("dfs.gate"):
-                scores, state = self.net.gate(item, x, state)  # (B, choices)
-                choice = scores.argmax(1)
+                choice, state = self.net.gate.choose(item, x, state)  # (B,)
             chosen.append(choice)
             x = self._block(item, x, choice)
         self.last_choices = torch.stack(chosen, 1)
@@ -178,7 +177,7 @@ class DFSExecutor:
         if len(x) == 1:
             path = paths[int(choice)]
             return x if path is None else path(x)
-        groups = torch.bincount(choice, minlength=len(paths)).nonzero().squeeze(1).tolist()
+        groups = [c for c, count in enumerate(torch.bincount(choice, minlength=len(paths)).tolist()) if count]
         if len(groups) == 1:  # one group: no index operation
             path = paths[groups[0]]
             return x if path is None else path(x)

@@ -10,7 +10,9 @@ takes the best choice, the backward pass the softmax's gradient (``dynscale.dfs.
 - ``upfront``: one decision for every block, at the first gated block: pool → linear →
   ReLU → linear to a score per block and choice; later blocks read their row (no work).
 
-Each starts by running every block at full precision: the last choice scores highest.
+Each starts by running every block at full precision: the last choice scores highest. At
+inference :meth:`choose` gives each example's choice index (``argmax``; the upfront gate takes
+every block's at once and hands out a column per block).
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ def _towards_full(linear: nn.Linear, choices: int) -> None:
         linear.bias.view(-1, choices)[:, -1] = FULL_BIAS
 
 
-class Gate(nn.Module):
+class _Choosing:
+    """``choose``: the best choice per example, for inference."""
+
+    def choose(self, index: int, x: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """``(B,)`` each example's choice index at gated block ``index``, and the next state."""
+        scores, state = self(index, x, state)
+        return scores.argmax(1), state
+
+
+class Gate(_Choosing, nn.Module):
     """Pool → 1×1 conv to an embedding → an LSTM shared by all blocks → linear → a score per choice.
 
     Args:
@@ -62,7 +73,7 @@ class Gate(nn.Module):
         return self.score(h), (h, c)
 
 
-class LinearGate(nn.Module):
+class LinearGate(_Choosing, nn.Module):
     """Pool → a linear layer per block → a score per choice; no state between blocks."""
 
     kind = "linear"
@@ -101,6 +112,12 @@ class UpfrontGate(nn.Module):
     def forward(self, index: int, x: torch.Tensor, state):  # (B, C, H, W) -> (B, choices)
         if index == 0:
             state = self.score(torch.relu(self.hidden(x.mean((2, 3))))).view(len(x), self.blocks, self.choices)
+        return state[:, index], state
+
+    def choose(self, index: int, x: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """``(B,)`` the choice indices at block ``index``: every block's taken at the first one."""
+        if index == 0:
+            state = self(0, x, None)[1].argmax(2)  # (B, blocks)
         return state[:, index], state
 
 

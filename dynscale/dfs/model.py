@@ -253,9 +253,10 @@ class DFSNet(nn.Module):
         eval mode counts them: ``(B,)`` MACs performed and ``(B,)`` BitOps relative to the
         full-precision network (gates included)."""
         blocks = torch.arange(len(self.runners))[None]  # (1, gated blocks)
-        bitops = self.choice_costs()[blocks, chosen].sum(1) + (self.fixed_macs + self.gate_macs) / self.full_macs
+        gates = sum(self.gate.macs(i) for i in range(len(self.runners)))
+        bitops = self.choice_costs()[blocks, chosen].sum(1) + (self.fixed_macs + gates) / self.full_macs
         runs = torch.tensor([float(c > 0) for c in self.choices], dtype=torch.float64)[chosen]  # (B, gated blocks)
-        macs = (runs * torch.tensor(self.block_macs, dtype=torch.float64)).sum(1) + self.fixed_macs + self.gate_macs
+        macs = (runs * torch.tensor(self.block_macs, dtype=torch.float64)).sum(1) + self.fixed_macs + gates
         return macs, bitops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)

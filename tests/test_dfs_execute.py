@@ -180,7 +180,7 @@ def test_an_int8_block_is_within_the_stated_tolerance_of_its_simulation(runtime)
         state = seen[name]
         with torch.no_grad():
             simulated = net.runners[i](state, 8)
-        got = executor.paths[i][int8](executor._layout(state))
+        got = executor.paths[i][int8](executor.layout(state))
         assert (got - simulated).abs().max() <= INT8_TOLERANCE * simulated.abs().max(), name
     force(net, int8)  # the whole network with every gated block in int8
     with torch.no_grad():

@@ -77,7 +77,7 @@ class DFSExecutor:
                                 "the CPU runs skip, float32 and int8 trained as int8 (dynscale dfs train --execute)")
         self.net, self.runtime = net, check_runtime(runtime)
         self.channels_last = runtime == "torch"
-        batches = [self._layout(x) for x in calibration]
+        batches = [self.layout(x) for x in calibration]
         with torch.no_grad():
             plain = dense(net.backbone, 1.0, batches[0][:1])
             if self.channels_last:
@@ -94,7 +94,9 @@ class DFSExecutor:
                 batches = [piece(x) for x in batches]  # the next piece's calibration inputs, on the float path
         self.last_choices = torch.empty(0, len(self.paths), dtype=torch.long)
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the executor's memory layout (channels-last on PyTorch, contiguous NCHW on ONNX
+        Runtime); a call converts its input itself, a timed runner converts it beforehand."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else \
             x.contiguous()
 
@@ -158,7 +160,7 @@ class DFSExecutor:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
-        x = self._layout(x)
+        x = self.layout(x)
         state, chosen = None, []
         for kind, item in self.plan:
             if kind == "fixed":

@@ -8,6 +8,7 @@ import json
 import onnx
 import pytest
 import torch
+from test_dfs import force
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -59,13 +60,6 @@ def calibration():
 def inputs(n=24):
     generator = torch.Generator().manual_seed(2)
     return torch.rand(n, 1, 8, 8, generator=generator) * 2
-
-
-def force(net, index):
-    with torch.no_grad():
-        net.gate.score.weight.zero_()
-        net.gate.score.bias.fill_(-10.0)
-        net.gate.score.bias[index] = 10.0
 
 
 # --- the int8 simulation ------------------------------------------------------------------------
@@ -146,12 +140,24 @@ def test_the_ceiling_never_pushes_the_cost_up_below_the_target(mode, below):
 
 # --- the executor -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_float_and_skip_groups_equal_the_simulation_choice_for_choice(runtime):
+@pytest.fixture(scope="module")
+def built():
+    """One tiny int8-scheme network and its executor on each runtime (they read the network's gate
+    at every call: a test sets the gate it needs with :func:`gated`)."""
     net = tiny_net()
-    net.gate = ByInput(3, [0, 2])  # skip or float32, mixed in every batch
-    x = inputs()
-    executor = DFSExecutor(net, calibration(), runtime)
+    return net, {runtime: DFSExecutor(net, calibration(), runtime) for runtime in RUNTIMES}
+
+
+def gated(built, gate=None):
+    """The shared network with ``gate`` (a fresh LSTM gate at full precision by default)."""
+    net, executors = built
+    net.gate = gate if gate is not None else make_gate("lstm", [b.input_shape[0] for b in net.blocks], 3)
+    return net.eval(), executors
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_float_and_skip_groups_equal_the_simulation_choice_for_choice(runtime, built):
+    net, executors = gated(built, ByInput(3, [0, 2]))  # skip or float32, mixed in every batch
+    x, executor = inputs(), executors[runtime]
     with torch.no_grad():
         expected = net.eval()(x)
     got = executor(x)
@@ -164,9 +170,9 @@ def test_float_and_skip_groups_equal_the_simulation_choice_for_choice(runtime):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_an_int8_block_is_within_the_stated_tolerance_of_its_simulation(runtime):
-    net = tiny_net().eval()
-    executor = DFSExecutor(net, calibration(), runtime)
+def test_an_int8_block_is_within_the_stated_tolerance_of_its_simulation(runtime, built):
+    net, executors = gated(built)
+    executor = executors[runtime]
     x = calibration()[1]  # within the calibrated ranges (the kernels clip outside them, as the simulation does)
     seen = {}
     hooks = [net.backbone.get_submodule(name).register_forward_pre_hook(
@@ -191,10 +197,9 @@ def test_an_int8_block_is_within_the_stated_tolerance_of_its_simulation(runtime)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_an_examples_output_is_the_same_alone_and_in_any_batch(runtime):
-    net = tiny_net()
-    net.gate = ByInput(3, [0, 1, 2])
-    executor = DFSExecutor(net, calibration(), runtime)
+def test_an_examples_output_is_the_same_alone_and_in_any_batch(runtime, built):
+    net, executors = gated(built, ByInput(3, [0, 1, 2]))
+    executor = executors[runtime]
     x = inputs()
     batch = executor(x)
     assert len(executor.last_choices.unique()) == 3
@@ -211,9 +216,9 @@ def _operators(executor, x):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_batch_all_in_one_group_runs_without_any_index_operation(runtime):
-    net = tiny_net()
-    executor = DFSExecutor(net, calibration(), runtime)
+def test_a_batch_all_in_one_group_runs_without_any_index_operation(runtime, built):
+    net, executors = gated(built)
+    executor = executors[runtime]
     indexing = {"aten::index", "aten::index_select", "aten::index_copy_", "aten::nonzero"}
     for choice in range(len(net.choices)):
         force(net, choice)
@@ -222,23 +227,23 @@ def test_a_batch_all_in_one_group_runs_without_any_index_operation(runtime):
     assert {"aten::index", "aten::index_copy_"} <= _operators(executor, inputs(12))
 
 
-def test_a_skipped_identity_block_passes_its_input_and_a_projection_runs_its_shortcut():
-    executor = DFSExecutor(tiny_net(), calibration(), "torch")
+def test_a_skipped_identity_block_passes_its_input_and_a_projection_runs_its_shortcut(built):
+    executor = built[1]["torch"]
     names = executor.net.block_names  # layers.0.1 (identity), layers.1.0 (projection)…
     assert executor.paths[names.index("layers.0.1")][0] is None
     assert executor.paths[names.index("layers.1.0")][0] is not None
 
 
-def test_the_int8_blocks_really_are_quantized():
-    net = tiny_net()
+def test_the_int8_blocks_really_are_quantized(built):
+    net, executors = built
     int8 = net.choices.index(8)
-    kernel = DFSExecutor(net, calibration(), "torch").paths[0][int8]
+    kernel = executors["torch"].paths[0][int8]
     modules = {type(m).__module__ for m in kernel.int8.modules()}
     assert any(m.startswith("torch.ao.nn.quantized") for m in modules)
     x = torch.rand(2, 8, 8, 8).contiguous(memory_format=torch.channels_last)
     q = torch.quantize_per_tensor(x, kernel.int8.input_scale, kernel.int8.input_zero_point, torch.quint8)
     assert kernel.int8(q).dtype == torch.quint8
-    session = DFSExecutor(net, calibration(), "onnxruntime").paths[0][int8]
+    session = executors["onnxruntime"].paths[0][int8]
     graph = onnx.load_from_string(session.model_bytes).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
     weights = [t for t in graph.initializer if len(t.dims) == 4]

@@ -100,7 +100,8 @@ class DFSExecutor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else \
             x.contiguous()
 
-    def _pieces(self, plain: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, str | None]]:
+    def _pieces(self, plain: nn.Module,
+                example: torch.Tensor) -> list[tuple[str, nn.Module, tuple[str, bool] | None]]:
         """The network cut at every gated block's input and output: ``("fixed", segment,
         None)`` and ``("gated", block module, (name, input is a ReLU's output))`` in order."""
         try:
@@ -139,7 +140,8 @@ class DFSExecutor:
 
     def _paths(self, block: nn.Module, about: tuple[str, bool], batches: list[torch.Tensor],
                threads: int) -> list[Kernel | None]:
-        """Block ``name``'s kernel per choice (None: its input passes on unchanged)."""
+        """A gated block's kernel per choice (None: its input passes on unchanged); ``about`` is
+        its name and whether its input is a ReLU's output."""
         name, nonnegative = about
         self.shapes.append(tuple(block(batches[0][:1]).shape[1:]))
         paths: list[Kernel | None] = []

@@ -138,6 +138,23 @@ def test_the_ceiling_never_pushes_the_cost_up_below_the_target(mode, below):
     assert loss == pytest.approx(ce + below * 0.5 * cost, abs=1e-6)
 
 
+def test_an_int8_cost_weighs_int8_blocks_in_the_cost_and_leaves_the_bitops():
+    net = tiny_net().eval()
+    force(net, net.choices.index(8))  # every gated block in int8
+    recipe = FractionalSkipping(target=50, pretrain=0, gates=0, joint=1, execute=True, int8_cost=0.3)
+    recipe.begin(net, 0)
+    with torch.no_grad():
+        net(inputs(4))
+    fixed = (net.fixed_macs + net.gate_macs) / net.full_macs
+    blocks = sum(net.block_macs) / net.full_macs
+    assert net.last_bitops.tolist() == pytest.approx([fixed + blocks / 16] * 4)
+    assert net.last_cost.tolist() == pytest.approx([fixed + 0.3 * blocks] * 4)
+    with pytest.raises(ValueError, match="needs 8 among the choices"):
+        FractionalSkipping(choices=[0, 32], int8_cost=0.3)
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        FractionalSkipping(execute=True, int8_cost=2.0)
+
+
 # --- the executor -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ from .recipes import FractionalSkipping
 
 FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective",
          "target_mode": "--target-mode", "pretrain": "--pretrain-epochs", "gates": "--gate-epochs",
-         "joint": "--joint-epochs", "choices": "--choices", "execute": "--execute", "gate": "--gate"}
+         "joint": "--joint-epochs", "choices": "--choices", "execute": "--execute", "gate": "--gate",
+         "int8_cost": "--int8-cost"}
 DEFAULT_MODEL = "resnet38"
 
 
@@ -82,6 +83,9 @@ def recipe(args: argparse.Namespace) -> FractionalSkipping:
     if "choices" in settings and settings.get("execute"):
         with about("--choices"):  # a bit-width the CPU does not execute
             FractionalSkipping(choices=settings["choices"], execute=True)
+    if "int8_cost" in settings:
+        with about("--int8-cost"):  # needs an int8 choice
+            FractionalSkipping(**{k: settings[k] for k in ("choices", "execute", "int8_cost") if k in settings})
     phases = [FLAGS[k] for k in ("pretrain", "gates", "joint")]
     with about(", ".join(phases)):
         if not any(settings.get(k, 1) for k in ("pretrain", "gates", "joint")):

@@ -173,7 +173,11 @@ class DFSNet(nn.Module):
         mode: ``"gated"`` (the gates decide), ``"full"`` (every block at full precision) or
             ``"static"`` (every gated block at ``static_bits``).
         last_bitops: ``(B,)`` the BitOps of the last forward relative to the full-precision
-            network (differentiable in training: the cost in the loss).
+            network (differentiable in training).
+        cost_weights: ``(choices,)`` what each choice's BitOps count for in :attr:`last_cost`
+            (ones: the cost is the BitOps; a recipe may weigh int8 by the time it takes).
+        last_cost: ``(B,)`` the cost of the last forward, the BitOps with each choice's counted
+            at its weight (differentiable in training: the cost in the loss).
         last_macs: ``(B,)`` multiply-accumulates performed (quantized ones count as one).
         last_choices: ``(B, gated blocks)`` the index of each block's choice.
 
@@ -205,6 +209,7 @@ class DFSNet(nn.Module):
         object.__setattr__(self, "_containers", pairs)
         self.mode = "gated"
         self.static_bits = FULL
+        self.cost_weights = torch.ones(len(self.choices))
         self._measure_costs(blocks)
 
     @property
@@ -265,13 +270,15 @@ class DFSNet(nn.Module):
         b = len(x)
         self._pass = {"costs": self.choice_costs(), "next": 0, "gate_state": None,
                       "bitops": torch.full((b,), self.fixed_macs / self.full_macs),
+                      "cost": torch.full((b,), self.fixed_macs / self.full_macs),
                       "macs": torch.full((b,), self.fixed_macs, dtype=torch.float64),
                       "chosen": torch.zeros(b, len(self.runners), dtype=torch.long)}
         try:
             out = self._flow(x)
             if self._pass["next"] != len(self.runners):
                 raise DynscaleError(f"the network ran {self._pass['next']} of its {len(self.runners)} gated blocks")
-            self.last_bitops, self.last_macs, self.last_choices = (self._pass[k] for k in ("bitops", "macs", "chosen"))
+            self.last_bitops, self.last_cost, self.last_macs, self.last_choices = (
+                self._pass[k] for k in ("bitops", "cost", "macs", "chosen"))
         finally:
             del self._pass
         return out
@@ -287,7 +294,9 @@ class DFSNet(nn.Module):
         if self.mode != "gated":
             bits = FULL if self.mode == "full" else self.static_bits
             column = self.choices.index(bits) if bits in self.choices else None
-            p["bitops"] = p["bitops"] + self.block_macs[i] * (min(bits, FULL) / FULL) ** 2 / self.full_macs
+            spent = self.block_macs[i] * (min(bits, FULL) / FULL) ** 2 / self.full_macs
+            p["bitops"] = p["bitops"] + spent
+            p["cost"] = p["cost"] + spent * (1.0 if column is None else float(self.cost_weights[column]))
             p["macs"] += self.block_macs[i] if bits else 0.0
             p["chosen"][:, i] = -1 if column is None else column
             return runner(state, bits)
@@ -298,9 +307,11 @@ class DFSNet(nn.Module):
         p["macs"] += self.gate.macs(i) + performed[choice]
         # Each example through its own choice, in one pass: the only update of the statistics.
         path = runner(state, torch.tensor(self.choices)[choice])
-        costs = p["costs"][i]
+        costs, gate = p["costs"][i], self.gate.macs(i) / self.full_macs
+        weighted = costs * self.cost_weights
         if not self.training:
-            p["bitops"] = p["bitops"] + costs[choice] + self.gate.macs(i) / self.full_macs
+            p["bitops"] = p["bitops"] + costs[choice] + gate
+            p["cost"] = p["cost"] + weighted[choice] + gate
             return path
         soft = scores.softmax(1)
         hard = F.one_hot(choice, len(self.choices)).to(soft.dtype) + soft - soft.detach()
@@ -308,7 +319,8 @@ class DFSNet(nn.Module):
         # Forward: the chosen path; backward: the softmax's gradient over every choice's value
         # (straight-through) for the gate, the chosen path's for the backbone.
         straight = (soft - soft.detach()).t()[(...,) + (None,) * (values.dim() - 2)]
-        p["bitops"] = p["bitops"] + (hard * costs).sum(1) + self.gate.macs(i) / self.full_macs
+        p["bitops"] = p["bitops"] + (hard * costs).sum(1) + gate
+        p["cost"] = p["cost"] + (hard * weighted).sum(1) + gate
         return path + (straight * values).sum(0)
 
     @torch.no_grad()

@@ -54,7 +54,8 @@ class FractionalSkipping(Recipe):
     """The three phases; a phase of 0 epochs is left out (``pretrain=0`` with a trained backbone).
 
     Attributes:
-        target: the computation to reach in the joint phase, in percent of the full-precision BitOps.
+        target: the computation to reach in the joint phase, in percent of the full-precision BitOps
+            (with int8_cost, of the cost that counts int8 blocks at that share).
         beta: the weight of the cost in the loss. The default, 0.02, is the authors' scale as the
             review of issue 17 measured it (our earlier 2.0 was about 90× their weight); we have
             not checked it against their code, and on short CPU runs it reaches a target more

@@ -161,8 +161,8 @@ def test_an_int8_cost_weighs_int8_blocks_in_the_cost_and_leaves_the_bitops():
 def built():
     """One tiny int8-scheme network and its executor on each runtime (they read the network's gate
     at every call: a test sets the gate it needs with :func:`gated`)."""
-    net = tiny_net()
-    return net, {runtime: DFSExecutor(net, calibration(), runtime) for runtime in RUNTIMES}
+    net = tiny_net()  # the fixed segments in float32, as trained: the simulation's outputs exactly
+    return net, {runtime: DFSExecutor(net, calibration(), runtime, fixed="float32") for runtime in RUNTIMES}
 
 
 def gated(built, gate=None):
@@ -267,6 +267,25 @@ def test_the_int8_blocks_really_are_quantized(built):
     assert weights and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_fixed_segments_run_in_int8_when_the_blocks_may(runtime, built):
+    net, executors = gated(built, ByInput(3, [0, 2]))
+    executor = DFSExecutor(net, calibration(), runtime)  # auto: int8 among the choices
+    assert executor.fixed == "int8" and executors[runtime].fixed == "float32"
+    fixed = [item for kind, item in executor.plan if kind == "fixed"]
+    assert len(fixed) == 2 and all(type(k).__name__ in ("TorchQuantized", "OrtKernel") for k in fixed)
+    x, y = calibration()[1], torch.arange(16) % 10
+    float_fixed = executors[runtime](x)
+    got = executor(x)
+    assert torch.equal(executor.last_choices, executors[runtime].last_choices)
+    assert (got - float_fixed).abs().max() <= 2 * INT8_TOLERANCE * float_fixed.abs().max()
+    counted = executor.measure(x, y)[2], executors[runtime].measure(x, y)[2]
+    assert counted[0] < counted[1]  # the fixed segments' BitOps at (8/32)²
+    assert DFSExecutor(tiny_net(choices=(0, 32), quantization="uniform"), calibration(), runtime).fixed == "float32"
+    with pytest.raises(ValueError, match="auto, float32, int8"):
+        DFSExecutor(net, calibration(), runtime, fixed="int4")
+
+
 @pytest.mark.parametrize("kind", ["linear", "upfront"])
 def test_the_executor_runs_the_cheaper_gates_as_trained(kind):
     net = tiny_net(gate=kind)
@@ -276,7 +295,7 @@ def test_the_executor_runs_the_cheaper_gates_as_trained(kind):
     x = inputs()
     with torch.no_grad():
         expected = net.eval()(x)
-    executor = DFSExecutor(net, calibration(), "onnxruntime")
+    executor = DFSExecutor(net, calibration(), "onnxruntime", fixed="float32")
     got = executor(x)
     float_or_skip = (net.last_choices != net.choices.index(8)).all(1)
     assert torch.equal(executor.last_choices[float_or_skip], net.last_choices[float_or_skip])
@@ -295,7 +314,7 @@ def test_a_torchvision_resnet18_runs_on_the_executor(torchvision):
     with torch.no_grad():
         expected = net.eval()(x)
     for runtime in RUNTIMES:
-        executor = DFSExecutor(net, batches, runtime)
+        executor = DFSExecutor(net, batches, runtime, fixed="float32")
         torch.testing.assert_close(executor(x), expected, rtol=1e-4, atol=1e-4)
         assert torch.equal(executor.last_choices, net.last_choices)
 
@@ -361,7 +380,8 @@ def test_the_sweep_executes_what_runs_and_counts_what_is_simulated(runs):
     for runtime in RUNTIMES:
         (point,) = curves[f"dfs (executed, {runtime})"].points
         assert point.saving == "measured" and [lat.runtime for lat in point.latency] == [runtime]
-        assert point.knobs == {"target": 40.0, "runtime": runtime} and "simulated_accuracy" in point.extra
+        assert point.knobs == {"target": 40.0, "runtime": runtime, "fixed": "int8"}
+        assert "simulated_accuracy" in point.extra
     (simulated,) = curves["dfs (simulated)"].points
     assert simulated.saving == "counted" and not simulated.executed and simulated.latency == []
     assert [p.label for p in curves["backbone: static int8"].points] == ["int8 (ONNX Runtime QDQ)",

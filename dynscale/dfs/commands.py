@@ -25,6 +25,7 @@ from ..command import (
 )
 from ..command import options as opt
 from ..errors import DynscaleError
+from .execute import FIXED
 from .recipes import FractionalSkipping
 
 FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective",
@@ -65,6 +66,10 @@ def add_commands(sub) -> None:
                    help="bit-widths of static quantization of the ResNet runs, simulated (counted, not timed)")
     p.add_argument("--int8", action="store_true",
                    help="also the ResNet runs in static int8: ONNX Runtime (QDQ) and PyTorch's x86 engine")
+    p.add_argument("--fixed", choices=FIXED, default="auto",
+                   help="how executed points run the stem, first block and head (trained in float32): float32, "
+                        "int8 (statically quantized like their int8 blocks), or auto (int8 when the gates may choose "
+                        "int8)")
     p.add_argument("--choices-plot", type=opt.path, default=None,
                    help="write the per-block choices of each gated point as PNG here")
     add_sweep_options(p, "accuracy vs BitOps ratio")
@@ -136,7 +141,7 @@ def sweep(args: argparse.Namespace) -> None:
     settings = timing(args, runtimes=list(RUNTIMES)) if args.latency else None
     notes: list[str] = []
     curves = dfs_curves(args.runs, args.static_bits, args.int8, data, settings,
-                        choices_plot=args.choices_plot is not None, notes=notes)
+                        choices_plot=args.choices_plot is not None, notes=notes, fixed=args.fixed)
     for note in notes:
         print(note, file=sys.stderr)
     sweep_report(args, curves, settings, "Dynamic fractional skipping: accuracy vs BitOps",

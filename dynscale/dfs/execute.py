@@ -4,8 +4,8 @@
 executes (skip, float32, and int8 when the network was trained with the int8 scheme). The
 network's dense copy (``dynscale.export.dense``) is cut at each gated block's input and output
 (``dynscale.graph``'s stage boundaries): fixed segments (the stem, the first block, the head)
-run as they are; at each gated block the gate decides on the whole batch, the batch is split by
-choice and each group runs its own path:
+run in float32 as trained, or in int8 like the int8 blocks (``fixed``); at each gated block the
+gate decides on the whole batch, the batch is split by choice and each group runs its own path:
 
 - skip: the shortcut and what follows the addition (for an identity shortcut followed by a
   ReLU of a ReLU's output, nothing at all: the input passes on);
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..cost import count_macs
 from ..errors import DynscaleError
 from ..eval.profiling import span
 from ..export import dense
@@ -34,9 +35,21 @@ from ..graph.nodes import is_relu
 from .blocks import BlockGraph, passes_input
 from .kernels import RUNTIMES, Kernel, TorchKernel, float_kernel, has_layers, int8_kernel, ort_float
 from .model import DFSNet
-from .quant import FULL
+from .quant import FULL, INT8
 
 DEFAULT_RUNTIME = "onnxruntime"  # the faster of the two on the benchmark's machine (docs/dfs/README.md)
+FIXED = ("auto", "float32", "int8")  # how the fixed segments run (auto: int8 when a block may run in int8)
+
+
+def check_fixed(fixed: str) -> str:
+    """Validates how the fixed segments run (one of :data:`FIXED`).
+
+    Raises:
+        ValueError: naming the choices.
+    """
+    if fixed not in FIXED:
+        raise ValueError(f"the fixed segments run as {', '.join(FIXED)}, not {fixed!r}")
+    return fixed
 
 
 def check_runtime(runtime: str) -> str:
@@ -60,6 +73,10 @@ class DFSExecutor:
         runtime: ``torch`` (eager PyTorch, channels-last, ``torch.ao`` int8) or
             ``onnxruntime`` (a session per piece).
         threads: ONNX Runtime's intra-op threads (PyTorch's are the caller's).
+        fixed: how the fixed segments (stem, first block, head: trained in float32) run:
+            ``float32``, ``int8`` (statically quantized like the int8 blocks, calibrated on the
+            same inputs: what a deployment that runs int8 kernels at all does with them) or
+            ``auto`` (int8 when the choices hold int8, else float32).
 
     Attributes:
         last_choices: ``(B, gated blocks)`` the choice index of each example at each block,
@@ -71,12 +88,14 @@ class DFSExecutor:
     """
 
     def __init__(self, net: DFSNet, calibration: Sequence[torch.Tensor], runtime: str = DEFAULT_RUNTIME,
-                 threads: int = 1) -> None:
+                 threads: int = 1, fixed: str = "auto") -> None:
         if not net.executable:
             raise DynscaleError(f"choices {net.choices} ({net.quantization} quantization) are counted, not executed: "
                                 "the CPU runs skip, float32 and int8 trained as int8 (dynscale dfs train --execute)")
         self.net, self.runtime = net, check_runtime(runtime)
+        self.fixed = self.resolve_fixed(net, fixed)
         self.channels_last = runtime == "torch"
+        self.int8_fixed_macs = 0.0  # MACs per example of the fixed segments run in int8
         batches = [self.layout(x) for x in calibration]
         with torch.no_grad():
             plain = dense(net.backbone, 1.0, batches[0][:1])
@@ -93,6 +112,15 @@ class DFSExecutor:
                     self.paths.append(self._paths(piece, about, batches, threads))
                 batches = [piece(x) for x in batches]  # the next piece's calibration inputs, on the float path
         self.last_choices = torch.empty(0, len(self.paths), dtype=torch.long)
+
+    @staticmethod
+    def resolve_fixed(net: DFSNet, fixed: str) -> str:
+        """``fixed`` with ``auto`` resolved for ``net``: int8 when its choices hold int8.
+
+        Raises:
+            ValueError: for an unknown setting.
+        """
+        return ("int8" if INT8 in net.choices else "float32") if check_fixed(fixed) == "auto" else fixed
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the executor's memory layout (channels-last on PyTorch, contiguous NCHW on ONNX
@@ -136,7 +164,10 @@ class DFSExecutor:
         return pieces
 
     def _fixed(self, segment: nn.Module, batches: list[torch.Tensor], threads: int) -> Kernel:
-        return float_kernel(self.runtime, segment, batches, "a fixed segment of the DFS executor", threads)
+        if self.fixed == "float32":
+            return float_kernel(self.runtime, segment, batches, "a fixed segment of the DFS executor", threads)
+        self.int8_fixed_macs += count_macs(segment, batches[0][:1])
+        return int8_kernel(self.runtime, segment, batches, threads)
 
     def _paths(self, block: nn.Module, about: tuple[str, bool], batches: list[torch.Tensor],
                threads: int) -> list[Kernel | None]:
@@ -200,7 +231,8 @@ class DFSExecutor:
     def measure(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float, float,
                                                                                          torch.Tensor]:
         """On ``(x, y)``: accuracy, mean MACs and mean BitOps ratio (counted from the choices, as
-        :meth:`DFSNet.measure` counts them), and each example's choice index per gated block."""
+        :meth:`DFSNet.measure` counts them, the fixed segments in int8 at (8/32)² of theirs),
+        and each example's choice index per gated block."""
         correct, chosen = 0, []
         for start in range(0, len(x), batch_size):
             logits = self(x[start:start + batch_size])
@@ -211,4 +243,5 @@ class DFSExecutor:
             chosen.append(self.last_choices)
         chosen = torch.cat(chosen)
         macs, bitops = self.net.counted(chosen)
+        bitops = bitops - self.int8_fixed_macs * (1 - (INT8 / FULL) ** 2) / self.net.full_macs
         return correct / len(x), macs.mean().item(), bitops.mean().item(), chosen

@@ -3,8 +3,8 @@
 - A DFS run whose choices the CPU executes (``dfs train --execute``: skip, int8, float32; and
   SkipNet-style skip or float32) is run by :class:`~dynscale.dfs.execute.DFSExecutor` on each
   runtime, ``torch`` and ``onnxruntime``: accuracy through the real kernels, time measured
-  (``saving`` "measured"). Its recorded accuracy under the training's simulation is kept as
-  ``simulated_accuracy``.
+  (``saving`` "measured"); its knobs say how its fixed segments ran (``fixed``). Its recorded
+  accuracy under the training's simulation is kept as ``simulated_accuracy``.
 - A DFS run of simulated bit-widths (the paper's 8–16 bits) is measured by its simulation:
   its saving is counted (``executed=False``), never timed.
 - A width run (the backbone) gives the dense network in eager PyTorch and ONNX Runtime, with
@@ -87,13 +87,13 @@ def _simulated(net: DFSNet, method: str, knobs: dict, label: str, mode: str, bit
 
 
 def _executed(net: DFSNet, runtime: str, method: str, knobs: dict, label: str, calibration: list[torch.Tensor],
-              threads: int, extra: dict) -> Candidate:
+              threads: int, extra: dict, fixed: str) -> Candidate:
     """A point run by the executor on ``runtime`` (built once, when first needed)."""
     built: list[DFSExecutor] = []
 
     def executor() -> DFSExecutor:
         if not built:
-            built.append(DFSExecutor(net, calibration, runtime, threads))
+            built.append(DFSExecutor(net, calibration, runtime, threads, fixed))
         return built[0]
 
     def measure(x: torch.Tensor, y: torch.Tensor) -> Measurement:
@@ -104,10 +104,11 @@ def _executed(net: DFSNet, runtime: str, method: str, knobs: dict, label: str, c
             return None
         return Runner(executor(), convert=channels_last_input if runtime == "torch" else None)
 
-    return Candidate(method, {**knobs, "runtime": runtime}, label, measure, runner)
+    fixed = DFSExecutor.resolve_fixed(net, fixed)
+    return Candidate(method, {**knobs, "runtime": runtime, "fixed": fixed}, label, measure, runner)
 
 
-def _dfs_points(run: Run, calibration: list[torch.Tensor], threads: int) -> list[tuple[str, Candidate]]:
+def _dfs_points(run: Run, calibration: list[torch.Tensor], threads: int, fixed: str) -> list[tuple[str, Candidate]]:
     """A DFS run's points, each with the curve it belongs to: executed on each runtime, or
     simulated."""
     net, name = run.model, Path(run.path).name
@@ -119,7 +120,7 @@ def _dfs_points(run: Run, calibration: list[torch.Tensor], threads: int) -> list
     own = run.dataset.name == run.config.data and "test_accuracy" in run.metrics
     extra = {"simulated_accuracy": run.metrics["test_accuracy"]} if own else {}
     return [(f"{method} (executed, {runtime})", _executed(net, runtime, method, knobs, label, calibration, threads,
-                                                          extra)) for runtime in RUNTIMES]
+                                                          extra, fixed)) for runtime in RUNTIMES]
 
 
 def _architecture(run: Run) -> str:
@@ -130,7 +131,7 @@ def _architecture(run: Run) -> str:
 def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8: bool = False,
                data: str | Dataset | None = None, timing: TimingConfig | None = None,
                progress: bool | None = None, choices_plot: bool = False,
-               notes: list[str] | None = None) -> list[Curve]:
+               notes: list[str] | None = None, fixed: str = "auto") -> list[Curve]:
     """Operating points of DFS runs (one curve per method and how it ran: executed on each
     runtime, or simulated) and of the width runs' baselines: the dense network, with ``int8``
     static int8 in both runtimes, and static quantization simulated at ``static_bits``. Each
@@ -138,6 +139,7 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
 
     Args:
         notes: collects one line per baseline that could not be built (to print).
+        fixed: how executed points run their fixed segments (``dynscale.dfs.execute.FIXED``).
 
     Raises:
         DynscaleError: for a run of another kind, a width run without residual blocks, options
@@ -163,12 +165,12 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
         groups.setdefault(_architecture(run), []).append(run)
     curves = []
     for members in groups.values():
-        curves += _group(members, static_bits, int8, timing, progress, notes if notes is not None else [])
+        curves += _group(members, static_bits, int8, timing, progress, notes if notes is not None else [], fixed)
     return curves
 
 
 def _group(members: list[Run], static_bits: Sequence[int], int8: bool, timing: TimingConfig | None,
-           progress: bool | None, notes: list[str]) -> list[Curve]:
+           progress: bool | None, notes: list[str], fixed: str) -> list[Curve]:
     """The curves of runs of one architecture and dataset, timed against one reference."""
     dataset = members[0].dataset
     threads = timing.threads if timing else 1
@@ -178,7 +180,7 @@ def _group(members: list[Run], static_bits: Sequence[int], int8: bool, timing: T
     for run in members:
         name = Path(run.path).name
         if run.kind == DFS:
-            for curve, candidate in _dfs_points(run, calibration, threads):
+            for curve, candidate in _dfs_points(run, calibration, threads, fixed):
                 gated.setdefault(curve, []).append((run, candidate))
             continue
         baselines = dense_baselines(dense(run.model, 1.0, example[:1]), example, calibration, name=name, int8=int8,

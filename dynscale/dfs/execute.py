@@ -32,6 +32,7 @@ from ..eval.profiling import span
 from ..export import dense
 from ..graph import GraphError, trace
 from ..graph.nodes import is_relu
+from ..schema import Str
 from .blocks import BlockGraph, passes_input
 from .kernels import RUNTIMES, Kernel, TorchKernel, float_kernel, has_layers, int8_kernel, ort_float
 from .model import DFSNet
@@ -39,28 +40,6 @@ from .quant import FULL, INT8
 
 DEFAULT_RUNTIME = "onnxruntime"  # the faster of the two on the benchmark's machine (docs/dfs/README.md)
 FIXED = ("auto", "float32", "int8")  # how the fixed segments run (auto: int8 when a block may run in int8)
-
-
-def check_fixed(fixed: str) -> str:
-    """Validates how the fixed segments run (one of :data:`FIXED`).
-
-    Raises:
-        ValueError: naming the choices.
-    """
-    if fixed not in FIXED:
-        raise ValueError(f"the fixed segments run as {', '.join(FIXED)}, not {fixed!r}")
-    return fixed
-
-
-def check_runtime(runtime: str) -> str:
-    """Validates an executor's runtime (one of :data:`~dynscale.dfs.kernels.RUNTIMES`).
-
-    Raises:
-        ValueError: naming the runtimes.
-    """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"a DFS executor runs on {' or '.join(RUNTIMES)}, not {runtime!r}")
-    return runtime
 
 
 class DFSExecutor:
@@ -92,7 +71,7 @@ class DFSExecutor:
         if not net.executable:
             raise DynscaleError(f"choices {net.choices} ({net.quantization} quantization) are counted, not executed: "
                                 "the CPU runs skip, float32 and int8 trained as int8 (dynscale dfs train --execute)")
-        self.net, self.runtime = net, check_runtime(runtime)
+        self.net, self.runtime = net, Str(RUNTIMES).check(runtime, "the executor's runtime")
         self.fixed = self.resolve_fixed(net, fixed)
         self.channels_last = runtime == "torch"
         self.int8_fixed_macs = 0.0  # MACs per example of the fixed segments run in int8
@@ -120,7 +99,8 @@ class DFSExecutor:
         Raises:
             ValueError: for an unknown setting.
         """
-        return ("int8" if INT8 in net.choices else "float32") if check_fixed(fixed) == "auto" else fixed
+        fixed = Str(FIXED).check(fixed, "the executor's fixed segments")
+        return ("int8" if INT8 in net.choices else "float32") if fixed == "auto" else fixed
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the executor's memory layout (channels-last on PyTorch, contiguous NCHW on ONNX

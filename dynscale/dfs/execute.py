@@ -99,7 +99,7 @@ class DFSExecutor:
         Raises:
             ValueError: for an unknown setting.
         """
-        fixed = Str(FIXED).check(fixed, "the executor's fixed segments")
+        fixed = Str(FIXED).check(fixed, "fixed (how the fixed segments run)")
         return ("int8" if INT8 in net.choices else "float32") if fixed == "auto" else fixed
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,8 @@ class EffortNet(nn.Module):
         self.settings = EffortSettings()
         self.set_settings(settings or EffortSettings())
         self.eval()
+        with torch.no_grad():
+            self.net(example[:1])  # each layer notes its input size (the cost table's signatures)
 
     @property
     def config(self):
@@ -271,13 +273,6 @@ class EffortNet(nn.Module):
         for name, layer in layers.items():
             layer.effort = settings.layers.get(name, LayerEffort())
         self.settings = settings
-
-    def simulate(self, on: bool = True) -> EffortNet:
-        """Computes each layer's chosen positions with dense convolutions (same outputs up to
-        rounding, same counts; what tuning uses) or, with ``on=False``, for real."""
-        for layer in self.layers.values():
-            layer.simulate = on
-        return self
 
     def off(self) -> EffortNet:
         """Runs the model as given from now on: outputs bit-identical to it."""

@@ -223,3 +223,72 @@ def test_evaluate_measures_each_candidate_once_and_relates_costs_to_the_referenc
     assert measured == ["half", "full"]
     assert [p.macs_ratio for p in curves[0].points] == [0.5, 1.0] and curves[1].points[0].macs_ratio == 0.5
     assert curves[0].run == "r" and curves[1].curve == "again" and not curves[0].points[0].measured
+
+
+def test_points_run_only_where_they_can_and_relate_to_the_reference_on_every_runtime():
+    """A point without a runner on a runtime is not timed there; every point's time is also
+    related, round by round, to the reference on the other runtimes (an eager network against
+    the dense network in ONNX Runtime)."""
+    clock = Clock()
+    calls = {name: [] for name in ("ref-torch", "ref-ort", "eager", "ort-only")}
+    ref = {"torch": clock.runner(1e-3, calls["ref-torch"]), "onnxruntime": clock.runner(0.25e-3, calls["ref-ort"])}
+    eager = {"torch": clock.runner(0.5e-3, calls["eager"]), "onnxruntime": None}
+    ort_only = {"torch": None, "onnxruntime": clock.runner(0.125e-3, calls["ort-only"])}
+    config = TimingConfig(batch_sizes=[4], rounds=3, warmup=1, min_run_time=0.01, runtimes=["torch", "onnxruntime"])
+    (r_ref, r_eager, r_ort) = time_points([ref, eager, ort_only], ref, torch.zeros(4, 1), config, progress=False,
+                                          timer=clock)
+    assert [lat.runtime for lat in r_ref] == ["torch", "onnxruntime"]
+    assert [lat.runtime for lat in r_eager] == ["torch"] and [lat.runtime for lat in r_ort] == ["onnxruntime"]
+    (eager_lat,), (ort_lat,) = r_eager, r_ort
+    assert eager_lat.ratio == pytest.approx(0.5, rel=0.01)
+    assert eager_lat.versus == {"onnxruntime": pytest.approx(2.0, rel=0.01)}  # twice the dense ORT time
+    assert ort_lat.ratio == pytest.approx(0.5, rel=0.01) and ort_lat.versus == {"torch": pytest.approx(0.125, rel=0.01)}
+    assert r_ref[0].versus == {"onnxruntime": pytest.approx(4.0, rel=0.01)}
+    with pytest.raises(ValueError, match="reference point does not run on onnxruntime"):
+        time_points([eager], eager, torch.zeros(4, 1), config, progress=False, timer=clock)
+
+
+def test_a_simulated_saving_is_counted_never_measured(tmp_path):
+    timed = [lat(1.0, 0.5)]
+    executed = OperatingPoint("dfs", {"target": 50}, 0.9, 10, 0.5, 5, 0.3, timed, "executed")
+    simulated = OperatingPoint("dfs", {"target": 50}, 0.9, 10, 0.5, 5, 0.3, timed, "8-16 bits", executed=False)
+    untimed = OperatingPoint("dfs", {"target": 50}, 0.9, 10, 0.5, 5, 0.3, [], "untimed")
+    assert (executed.saving, simulated.saving, untimed.saving) == ("measured", "counted", "counted")
+    curves = [Curve("dfs", [executed, simulated, untimed])]
+    header, *rows = [[cell.strip() for cell in line.strip("|").split("|")]
+                     for line in format_table(curves, markdown=True, layout="long").splitlines() if "---" not in line]
+    assert [row[header.index("saving")] for row in rows] == ["measured", "counted", "counted"]
+    assert [r["saving"] for r in csv.DictReader(io.StringIO(to_csv(curves)))] == ["measured", "counted", "counted"]
+    write_report(curves, json=tmp_path / "c.json")
+    back = read_curves(tmp_path / "c.json")
+    assert back == curves and [p.executed for p in back[0].points] == [True, False, True]
+
+
+def test_tables_show_the_ratio_against_the_reference_on_another_runtime():
+    point = OperatingPoint("effort", {}, 0.9, 10, 0.5, 5, latency=[
+        Latency("torch", 1, 2.0, 0.0, 2000.0, 0.6, 0.0, {"onnxruntime": 4.5})], label="knobs")
+    header = format_table([Curve("e", [point])], layout="long").splitlines()[0]
+    assert "ratio torch@1 vs onnxruntime" in header
+    assert "4.500" in format_table([Curve("e", [point])], layout="long")
+
+
+def test_a_profile_sums_the_spans_and_the_rest():
+    from dynscale.eval.profiling import profile_point, profiles_markdown, span
+
+    layer = torch.nn.Linear(32, 32)
+
+    def forward(x):
+        with span("toy.decide"):
+            keep = x.abs() > 0.5
+        with span("toy.kernel"):
+            with span("toy.gather"):  # inside another span: counts towards the outer one only
+                y = layer(x)
+        return y.relu() * keep
+
+    profile = profile_point(forward, [torch.randn(4, 32) for _ in range(5)], "toy")
+    assert profile.batch == 4 and profile.ms_per_batch > 0
+    assert set(profile.parts) == {"toy.decide", "toy.kernel", "operators outside spans", "Python between operators"}
+    assert sum(profile.parts.values()) == pytest.approx(1.0)
+    assert "aten::addmm" in [name for name, _, _ in profile.operators]
+    text = profiles_markdown([profile])
+    assert text.startswith("### toy, batch 4:") and "| `toy.kernel` |" in text

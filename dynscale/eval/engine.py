@@ -17,13 +17,18 @@ from .timing import Runner, TimingConfig, time_points
 
 @dataclass
 class Measurement:
-    """What a candidate achieves on the test split, and what it costs (counted)."""
+    """What a candidate achieves on the test split, and what it costs (counted).
+
+    ``executed`` is False where the counted saving is only simulated by the code that runs
+    (fake-quantized bit-widths computed in float32): see :attr:`OperatingPoint.executed`.
+    """
 
     accuracy: float
     macs: float  # mean per example
     params: int
     bitops_ratio: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    executed: bool = True
 
 
 @dataclass
@@ -35,15 +40,16 @@ class Candidate:
         knobs: the knob settings.
         label: a short name of the setting.
         measure: ``(x, y) -> Measurement`` on the test inputs and labels.
-        runner: ``runtime -> Runner`` that computes one batch on that runtime (called only
-            when timing, once per runtime).
+        runner: ``runtime -> Runner | None`` that computes one batch on that runtime (called
+            only when timing, once per runtime); None where the point does not run on that
+            runtime, which is then not timed there.
     """
 
     method: str
     knobs: dict[str, Any]
     label: str
     measure: Callable[[torch.Tensor, torch.Tensor], Measurement]
-    runner: Callable[[str], Runner]
+    runner: Callable[[str], Runner | None]
 
 
 @dataclass
@@ -65,7 +71,8 @@ def evaluate(curves: Sequence[tuple[CurveSpec, Sequence[Candidate]]], reference:
         curves: the curves to measure, each with its candidates. A candidate object may appear
             in several curves; it is measured and timed once.
         reference: the full network: MAC ratios and time ratios are relative to it. It is
-            timed in every round whether or not it is one of the candidates.
+            timed in every round, on every runtime of ``timing``, whether or not it is one of
+            the candidates.
         test: the test inputs and labels.
         timing: how to time; None measures accuracy and counted costs only.
         progress: show progress bars; None shows them only on a terminal.
@@ -94,6 +101,7 @@ def evaluate(curves: Sequence[tuple[CurveSpec, Sequence[Candidate]]], reference:
         for c in cands:
             m = measured[id(c)]
             points.append(OperatingPoint(c.method, dict(c.knobs), m.accuracy, m.macs, m.macs / reference_macs,
-                                         m.params, m.bitops_ratio, list(latencies[id(c)]), c.label, dict(m.extra)))
+                                         m.params, m.bitops_ratio, list(latencies[id(c)]), c.label, dict(m.extra),
+                                         m.executed))
         out.append(Curve(spec.label, points, spec.run, spec.data, spec.curve))
     return out

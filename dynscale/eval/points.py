@@ -19,7 +19,9 @@ class Latency:
 
     ``ms`` and ``ms_iqr`` are the median and interquartile range over the interleaved rounds
     of the time per batch; ``ratio`` is the median over rounds of this point's time divided by
-    the reference point's time in the same round.
+    the reference point's time on the same runtime in the same round. ``versus`` holds the
+    same ratio against the reference on each other runtime timed (a network in eager PyTorch
+    against the dense network in ONNX Runtime, say), also round by round.
     """
 
     runtime: str
@@ -29,6 +31,7 @@ class Latency:
     us_per_example: float
     ratio: float
     ratio_iqr: float
+    versus: dict[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -51,6 +54,9 @@ class OperatingPoint:
         latency: measured wall-clock per runtime and batch size.
         label: a short name of the setting (``"0.5"``, ``"λ=0.01"``).
         extra: method-specific results (where examples exit, bytes sent, policies).
+        executed: whether the timed code really does the work the counted costs say (False
+            where a saving is only simulated, e.g. fake-quantized bit-widths that run as
+            float32: such a point's saving is counted, never measured).
     """
 
     method: str
@@ -63,6 +69,7 @@ class OperatingPoint:
     latency: list[Latency] = field(default_factory=list)
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    executed: bool = True
 
     @property
     def savings(self) -> dict[str, str]:
@@ -76,6 +83,12 @@ class OperatingPoint:
         return found
 
     @property
+    def saving(self) -> str:
+        """``measured`` where the point was timed on code that executes its saving, else
+        ``counted`` (not timed, or its saving only simulated)."""
+        return "measured" if self.latency and self.executed else "counted"
+
+    @property
     def measured(self) -> bool:
         """Whether this point's saving was measured in wall-clock time, not only counted."""
         return bool(self.latency)
@@ -87,13 +100,14 @@ class OperatingPoint:
     def to_json(self) -> dict:
         doc = asdict(self)
         doc["savings"] = self.savings
+        doc["saving"] = self.saving
         if doc["bitops_ratio"] is None:
             del doc["bitops_ratio"]
         return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> OperatingPoint:
-        doc = {k: v for k, v in doc.items() if k != "savings"}
+        doc = {k: v for k, v in doc.items() if k not in ("savings", "saving")}  # derived
         doc["latency"] = [Latency(**lat) for lat in doc.get("latency", [])]
         return cls(**doc)
 

@@ -73,13 +73,22 @@ def _layout(curves: Sequence[Curve], layout: str) -> str:
     return "wide" if _single_knob(curves) and not per_node else "long"
 
 
+def _versus_keys(curves: Sequence[Curve], key: tuple[str, int]) -> list[str]:
+    """The other runtimes the points timed at ``key`` were related to (the reference timed there)."""
+    return list(dict.fromkeys(other for c in curves for p in c.points
+                              if (lat := p.latency_at(*key)) is not None for other in lat.versus))
+
+
 def _long_rows(curves: Sequence[Curve]) -> tuple[list[str], list[list[str]]]:
     keys = _latency_keys(curves)
+    versus = {key: _versus_keys(curves, key) for key in keys}
     extras = _extra_columns(curves)
     bitops = any(p.bitops_ratio is not None for c in curves for p in c.points)
     header = ["curve", "setting", "acc %", "MACs", "MAC ratio", *(["BitOps ratio"] if bitops else []), "params"]
+    header += ["saving"] if keys else []
     for runtime, batch in keys:
         header += [f"ms {runtime}@{batch}", f"ratio {runtime}@{batch}", f"ratio/MAC {runtime}@{batch}"]
+        header += [f"ratio {runtime}@{batch} vs {other}" for other in versus[runtime, batch]]
     header += [_extra_header(*e) for e in extras]
     rows = []
     for c in curves:
@@ -87,10 +96,12 @@ def _long_rows(curves: Sequence[Curve]) -> tuple[list[str], list[list[str]]]:
             row = [c.label, p.label, f"{100 * p.accuracy:.2f}", human_count(p.macs), f"{p.macs_ratio:.3f}"]
             row += [f"{p.bitops_ratio:.3f}" if p.bitops_ratio is not None else "–"] if bitops else []
             row.append(human_count(p.params))
+            row += [p.saving] if keys else []
             for runtime, batch in keys:
                 lat = p.latency_at(runtime, batch)
                 row += ([f"{lat.ms:.4f}", f"{lat.ratio:.3f}", f"{lat.ratio / p.macs_ratio:.2f}"] if lat
                         else ["–", "–", "–"])
+                row += [f"{lat.versus[o]:.3f}" if lat and o in lat.versus else "–" for o in versus[runtime, batch]]
             row += [_extra_cell(p, *e) for e in extras]
             rows.append(row)
     return header, rows
@@ -187,9 +198,11 @@ def to_csv(curves: Sequence[Curve]) -> str:
     knobs = list(dict.fromkeys(k for c in curves for p in c.points for k in p.knobs))
     extras = _extra_columns(curves)
     header = ["curve", "run", "data", "method", "setting", *(f"knob:{k}" for k in knobs), "accuracy", "macs",
-              "macs_ratio", "bitops_ratio", "params", "measured"]
+              "macs_ratio", "bitops_ratio", "params", "measured", "saving"]
+    versus = {key: _versus_keys(curves, key) for key in keys}
     for runtime, batch in keys:
         header += [f"{runtime}@{batch} {f}" for f in ("ms", "ms_iqr", "us_per_example", "ratio", "ratio_iqr")]
+        header += [f"{runtime}@{batch} ratio vs {other}" for other in versus[runtime, batch]]
     header += [f"{k}:{s}" if s else k for k, s in extras]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -198,10 +211,11 @@ def to_csv(curves: Sequence[Curve]) -> str:
         for p in c.points:
             row = [c.label, c.run or "", c.data or "", p.method, p.label, *(p.knobs.get(k, "") for k in knobs),
                    p.accuracy, p.macs, p.macs_ratio, "" if p.bitops_ratio is None else p.bitops_ratio, p.params,
-                   p.measured]
+                   p.measured, p.saving]
             for runtime, batch in keys:
                 lat = p.latency_at(runtime, batch)
                 row += [lat.ms, lat.ms_iqr, lat.us_per_example, lat.ratio, lat.ratio_iqr] if lat else [""] * 5
+                row += [lat.versus.get(o, "") if lat else "" for o in versus[runtime, batch]]
             for key, sub in extras:
                 value = p.extra.get(key)
                 row.append((value.get(sub, "") if isinstance(value, dict) else "") if sub else

@@ -118,23 +118,33 @@ def median_iqr(values: Sequence[float]) -> tuple[float, float]:
     return statistics.median(values), q3 - q1
 
 
-def time_points(runners: Sequence[dict[str, Runner]], reference: dict[str, Runner], x: torch.Tensor,
+def time_points(runners: Sequence[dict[str, Runner | None]], reference: dict[str, Runner], x: torch.Tensor,
                 config: TimingConfig, progress: bool | None = None,
                 timer: Callable[[], float] = timeit.default_timer) -> list[list[Latency]]:
     """Times every point on every runtime and batch size with the protocol above.
 
     Args:
-        runners: per point, a runner for each runtime of ``config.runtimes``.
-        reference: the reference point's runner per runtime; a point whose runner is that same
-            object is the reference itself (ratio 1, its time the mean of the brackets).
+        runners: per point, a runner for each runtime of ``config.runtimes``; None where the
+            point does not run on that runtime (it is not timed there).
+        reference: the reference point's runner per runtime (every runtime of ``config``); a
+            point whose runner is that same object is the reference itself (ratio 1, its time
+            the mean of the brackets).
         x: test inputs ``(N, ...)``.
         config: the timing settings.
         progress: show a progress bar; None shows it only on a terminal.
         timer: the clock (tests pass a simulated one).
 
     Returns:
-        Per point, one :class:`Latency` per (runtime, batch size), batch sizes outermost.
+        Per point, one :class:`Latency` per (runtime, batch size) it runs on, batch sizes
+        outermost. Each one's ``versus`` relates its time to the reference's on every runtime
+        at that batch size, round by round.
+
+    Raises:
+        ValueError: when the reference has no runner for a runtime of ``config``.
     """
+    missing = [runtime for runtime in config.runtimes if reference.get(runtime) is None]
+    if missing:
+        raise ValueError(f"the reference point does not run on {', '.join(missing)}; it is timed on every runtime")
     keys = [(runtime, batch) for batch in config.batch_sizes for runtime in config.runtimes]
     converted: dict[tuple, list] = {}
 
@@ -159,11 +169,15 @@ def time_points(runners: Sequence[dict[str, Runner]], reference: dict[str, Runne
                             timer=timer).blocked_autorange(min_run_time=config.min_run_time)
         return measurement.median
 
-    timed = [[i for i, r in enumerate(runners) if r[runtime] is not reference[runtime]] for runtime, _ in keys]
+    # Per key, the points timed there: those with a runner of their own on that runtime.
+    timed = [[i for i, r in enumerate(runners) if r.get(runtime) is not None and r[runtime] is not reference[runtime]]
+             for runtime, _ in keys]
+    is_reference = [{runtime for runtime in config.runtimes if r.get(runtime) is reference[runtime]} for r in runners]
     bar = progress_bar(total=sum(config.rounds * (len(t) + 2) for t in timed), progress=progress, desc="timing",
                        unit="timing")
     times: list[dict] = [{key: [] for key in keys} for _ in runners]
     ratios: list[dict] = [{key: [] for key in keys} for _ in runners]
+    versus: list[dict] = [{key: {runtime: [] for runtime in config.runtimes} for key in keys} for _ in runners]
     with torch.no_grad():
         for key, points in zip(keys, timed, strict=True):  # warm-up: first calls allocate, plan, cache
             for runner in [reference[key[0]]] + [runners[i][key[0]] for i in points]:
@@ -171,27 +185,43 @@ def time_points(runners: Sequence[dict[str, Runner]], reference: dict[str, Runne
                 for _ in range(config.warmup):
                     run_all()
         for _ in range(config.rounds):
+            brackets: dict[tuple, float] = {}
+            measured: dict[tuple, dict[int, float]] = {}
             for key, points in zip(keys, timed, strict=True):
                 before = seconds(reference[key[0]], key)
-                measured = {i: seconds(runners[i][key[0]], key) for i in points}
+                measured[key] = {i: seconds(runners[i][key[0]], key) for i in points}
                 after = seconds(reference[key[0]], key)
                 bar.update(len(points) + 2)
-                ref = (before + after) / 2
+                brackets[key] = (before + after) / 2
+            for key in keys:
+                runtime, batch = key
                 for i in range(len(runners)):
-                    times[i][key].append(measured.get(i, ref))
-                    ratios[i][key].append(measured[i] / ref if i in measured else 1.0)
+                    if i in measured[key]:
+                        t = measured[key][i]
+                    elif runtime in is_reference[i]:
+                        t = brackets[key]
+                    else:
+                        continue
+                    times[i][key].append(t)
+                    ratios[i][key].append(t / brackets[key])
+                    for other in config.runtimes:
+                        versus[i][key][other].append(t / brackets[other, batch])
     bar.close()
     results = []
     for i in range(len(runners)):
         latencies = []
         for key in keys:
+            if not times[i][key]:
+                continue  # not run on this runtime
             runtime, batch = key
             n = len(batches_for(x, batch, config.examples))
             examples = batch * n if config.examples is None else config.examples
             ms, ms_iqr = median_iqr([t * 1e3 / n for t in times[i][key]])
             ratio, ratio_iqr = median_iqr(ratios[i][key])
+            others = {other: round(statistics.median(values), 4) for other, values in versus[i][key].items()
+                      if other != runtime}
             latencies.append(Latency(runtime, batch, round(ms, 5), round(ms_iqr, 5),
                                      round(statistics.median(times[i][key]) * 1e6 / examples, 3),
-                                     round(ratio, 4), round(ratio_iqr, 4)))
+                                     round(ratio, 4), round(ratio_iqr, 4), others))
         results.append(latencies)
     return results

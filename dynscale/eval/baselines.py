@@ -1,0 +1,191 @@
+"""What a user would pick instead of a dynamic method, as operating points every sweep can hold:
+the dense network in eager PyTorch and in ONNX Runtime, and the same network statically
+quantized to int8 — in ONNX Runtime (QDQ, calibrated) and in PyTorch's x86 quantized engine
+(``torch.ao`` FX graph mode, convolutions fused with their batch norms and ReLUs).
+
+Every point here executes what it counts: the int8 ones run int8 kernels, so their speed is
+measured, not simulated. Their BitOps ratio is counted as (8/32)² of the dense network's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cost import count_macs
+from .engine import Candidate, CurveSpec, Measurement
+from .runtime import (
+    channels_last_input,
+    check_onnx_equal,
+    onnx_bytes,
+    onnxruntime_session,
+    require_onnxruntime,
+    torch_runner,
+)
+from .timing import Runner
+
+INT8_BITOPS = (8 / 32) ** 2  # an int8 multiply-accumulate against a float32 one, counted
+EVAL_BATCH = 500
+
+
+@dataclass
+class Baselines:
+    """The baselines of one network.
+
+    Attributes:
+        reference: the dense network; timed in eager PyTorch (runtime ``torch``) and in ONNX
+            Runtime (``onnxruntime``). Sweeps relate every point's costs to it.
+        int8: static int8 points (ONNX Runtime QDQ on ``onnxruntime``, PyTorch x86 on ``torch``),
+            those that could be built.
+        notes: one line per baseline that could not be built, and why (to print).
+    """
+
+    reference: Candidate
+    int8: list[Candidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def curves(self, name: str, data: str | None = None) -> list[tuple[CurveSpec, list[Candidate]]]:
+        """The baselines as the engine's curves: the dense network, then static int8."""
+        out = [(CurveSpec(f"{name}: dense", name, data, "dense"), [self.reference])]
+        if self.int8:
+            out.append((CurveSpec(f"{name}: static int8", name, data, "static int8"), list(self.int8)))
+        return out
+
+
+def _accuracy(predict: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor, y: torch.Tensor) -> float:
+    logits = np.concatenate([predict(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    return float((logits.argmax(1) == y.numpy()).mean())
+
+
+def _candidate(method: str, knobs: dict, label: str, predict: Callable[[torch.Tensor], np.ndarray], macs: float,
+               params: int, bitops: float, runners: dict[str, Callable[[], Runner]]) -> Candidate:
+    def measure(x: torch.Tensor, y: torch.Tensor) -> Measurement:
+        return Measurement(_accuracy(predict, x, y), macs, params, bitops)
+
+    def runner(runtime: str) -> Runner | None:
+        make = runners.get(runtime)
+        return make() if make is not None else None
+
+    return Candidate(method, knobs, label, measure, runner)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silences the quantizers' advice and deprecation notes (logged and warned on every call)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def int8_onnx(plain: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> bytes:
+    """The network as a statically quantized ONNX graph (QDQ: int8 weights per channel, uint8
+    activations), its activation ranges calibrated on ``calibration`` batches."""
+    require_onnxruntime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": x.numpy()} for x in calibration])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(onnx_bytes(plain, example[:2]))
+        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        return target.read_bytes()
+
+
+@torch.no_grad()
+def int8_torch(plain: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]) -> nn.Module:
+    """The network statically quantized in PyTorch's x86 engine (``torch.ao`` FX graph mode:
+    int8 weights per channel, uint8 activations, convolutions fused with batch norm and ReLU),
+    calibrated on ``calibration`` batches. Its inputs run fastest in channels-last memory.
+
+    Raises:
+        Exception: whatever FX tracing or the quantizer raises for a network it cannot take.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    with _quiet():
+        prepared = prepare_fx(copy.deepcopy(plain).eval(), get_default_qconfig_mapping("x86"), (example[:1],))
+        for x in calibration:
+            prepared(x)
+        return convert_fx(prepared).eval()
+
+
+def dense_baselines(plain: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor], *,
+                    name: str = "network", int8: bool = True, threads: int = 1) -> Baselines:
+    """The dense network and, with ``int8``, its static int8 versions, as candidates.
+
+    Args:
+        plain: the dense network (plain layers, eval mode), e.g. ``dynscale.export.dense``'s.
+        example: real test inputs; ONNX Runtime's outputs are checked against PyTorch's on them.
+        calibration: training batches that set the int8 activation ranges.
+        name: the network's name, for messages.
+        int8: also build the static int8 points.
+        threads: ONNX Runtime's intra-op threads (the timing's).
+
+    Returns:
+        The :class:`Baselines`. A static int8 version that cannot be built for this network
+        (a quantizer refusing an operation) is left out with a note saying why.
+
+    Raises:
+        DynscaleError: when ONNX Runtime is missing or computes other outputs than PyTorch.
+    """
+    plain = plain.eval()
+    macs = count_macs(plain, example[:1])
+    params = sum(p.numel() for p in plain.parameters())
+    fp32 = onnxruntime_session(onnx_bytes(plain, example[:2]), threads)
+    check_onnx_equal(fp32, plain, example, name)
+
+    def eager(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return plain(x).numpy()
+
+    def ort(session) -> Callable[[torch.Tensor], np.ndarray]:
+        return lambda x: session.run(None, {"input": x.numpy()})[0]
+
+    def ort_runner(session) -> Callable[[], Runner]:
+        return lambda: Runner(lambda batch: session.run(None, {"input": batch}), convert=lambda t: t.numpy())
+
+    reference = _candidate("dense", {}, "dense", eager, macs, params, 1.0,
+                           {"torch": lambda: torch_runner(plain), "onnxruntime": ort_runner(fp32)})
+    out = Baselines(reference)
+    if not int8:
+        return out
+    session = onnxruntime_session(int8_onnx(plain, example, calibration), threads)
+    out.int8.append(_candidate("static int8", {"runtime": "onnxruntime"}, "int8 (ONNX Runtime QDQ)", ort(session),
+                               macs, params, INT8_BITOPS, {"onnxruntime": ort_runner(session)}))
+    try:
+        quantized = int8_torch(plain, example, calibration)
+    except Exception as e:  # the quantizer's own error says which operation it cannot take
+        out.notes.append(f"{name}: no static int8 in PyTorch ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        return out
+
+    def quantized_predict(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return quantized(channels_last_input(x)).numpy()
+
+    out.int8.append(_candidate("static int8", {"runtime": "torch"}, "int8 (PyTorch x86)", quantized_predict, macs,
+                               params, INT8_BITOPS, {"torch": lambda: torch_runner(quantized, channels_last=True)}))
+    return out

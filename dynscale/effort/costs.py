@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,15 @@ class CostTable:
 
 
 def timed(run: Callable[[], object], threads: int) -> float:
-    """Seconds per call of ``run`` (``blocked_autorange``'s median)."""
-    timer = Timer(stmt="run()", globals={"run": run}, num_threads=threads)
+    """Seconds per call of ``run`` (``blocked_autorange``'s median).
+
+    With one thread the clock is this process's CPU time, which equals the wall-clock of
+    single-threaded work on a quiet machine and, unlike it, is not inflated when other
+    processes share the cores (the table decides between kernels, so a preemption in one probe
+    must not decide); with several threads it is the wall-clock.
+    """
+    clock = time.process_time if threads == 1 else time.perf_counter
+    timer = Timer(stmt="run()", globals={"run": run}, num_threads=threads, timer=clock)
     return timer.blocked_autorange(min_run_time=MIN_RUN_TIME).median
 
 
@@ -262,7 +270,7 @@ def variants(layer: EffortLayer, knob: str) -> tuple[float, ...]:
     """The structural settings of ``knob`` the tuner tries on ``layer`` (none where it cannot
     take the knob); SFMA's tile follows the map's size."""
     values = VARIANTS[knob]
-    if knob == "sfma" and layer.input_size is not None:
+    if knob == "sfma" and layer.input_size is not None and len(layer.input_size) == 3:
         small = min(layer.input_size[1:]) < LARGE_MAP
         values = tuple(v for v in values if (v == min(values)) == small)
     return tuple(v for v in values if _takes(layer, placeholder(knob, v)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,9 @@ class KnobResult:
 
     Attributes:
         out: the layer's output (ReLU applied where the layer has one).
-        macs: ``(B,)`` float64: multiply-accumulates per example, decisions included.
+        count: computes ``(B,)`` float64, the multiply-accumulates per example, decisions
+            included (when asked: at batch 1 every tensor operation costs microseconds, and a
+            timed forward pass asks nothing).
         units: ``(B, ...)`` bool: per example, the units of work it needed (SDSS: output
             positions computed exactly; SFMA: tiles computed exactly; SPET: filters finished).
         counted: the flat indices of the units that count (SDSS: the positions off the grid),
@@ -49,9 +52,14 @@ class KnobResult:
     """
 
     out: torch.Tensor
-    macs: torch.Tensor
+    count: Callable[[], torch.Tensor]
     units: torch.Tensor
     counted: torch.Tensor | None = None
+
+    @property
+    def macs(self) -> torch.Tensor:
+        """``(B,)`` float64: the multiply-accumulates per example."""
+        return self.count()
 
     @property
     def active(self) -> torch.Tensor:
@@ -85,17 +93,20 @@ def _sdss_geometry(height: int, width: int, hg: int, wg: int, s: int) -> tuple[t
     return rows, cols, off_grid, off_grid.flatten().nonzero()[:, 0]
 
 
-def _corners(y: torch.Tensor, reduce) -> torch.Tensor:
-    """``reduce`` (``torch.maximum``/``torch.minimum``) over each 2×2 cell's four corners of the
-    last two dimensions: three elementwise operations on shifted views (PyTorch's 2×2 pooling
-    parallelises over the B·C small planes and is several times slower)."""
-    return reduce(reduce(y[..., :-1, :-1], y[..., 1:, :-1]), reduce(y[..., :-1, 1:], y[..., 1:, 1:]))
+def _corners(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The largest and smallest of each 2×2 cell's four corners (last two dimensions): six
+    elementwise operations on four shifted views (PyTorch's 2×2 pooling parallelises over the
+    B·C small planes and is several times slower)."""
+    a, b, c, d = y[..., :-1, :-1], y[..., 1:, :-1], y[..., :-1, 1:], y[..., 1:, 1:]
+    return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)), torch.minimum(torch.minimum(a, b),
+                                                                                  torch.minimum(c, d))
 
 
 def cell_spread(coarse: torch.Tensor) -> torch.Tensor:
     """``(B, Hg-1, Wg-1)``: per grid cell, the largest spread (max − min) of its four corners over
     the output channels (SDSS's agreement statistic; the tuner scales thresholds by it)."""
-    return (_corners(coarse, torch.maximum) - _corners(coarse, torch.minimum)).amax(1)
+    high, low = _corners(coarse)
+    return (high - low).amax(1)
 
 
 def _calm_cells(coarse: torch.Tensor, setting: SDSS, relu: bool) -> torch.Tensor:
@@ -105,7 +116,7 @@ def _calm_cells(coarse: torch.Tensor, setting: SDSS, relu: bool) -> torch.Tensor
     calm = torch.zeros(len(coarse), coarse.shape[2] - 1, coarse.shape[3] - 1, dtype=torch.bool)
     if setting.insignificant > 0:
         magnitude = (coarse if relu else coarse.abs()).amax(1)  # (B, Hg, Wg): channels first, then corners
-        calm |= _corners(magnitude, torch.maximum) < setting.insignificant
+        calm |= _corners(magnitude)[0] < setting.insignificant
     if setting.spread > 0:
         calm |= cell_spread(coarse) < setting.spread
     return calm
@@ -162,10 +173,14 @@ def sdss(layer: EffortConv2d, x: torch.Tensor, setting: SDSS, kernel: str,
                          layer.ordered_weight())
         with span("effort.scatter"):
             scatter_positions(out, positions, _relu(values, layer.relu))
-    computed = _per_example(positions, len(x))
-    filled = len(off_index) - computed
-    macs = layer.macs_per_position() * (hg * wg + computed) + INTERPOLATION_MACS * weight.shape[0] * filled
-    return KnobResult(out, macs, exact, off_index)
+    batch = len(x)  # the closure below must not keep the input alive
+
+    def count() -> torch.Tensor:
+        computed = _per_example(positions, batch)
+        filled = len(off_index) - computed
+        return layer.macs_per_position() * (hg * wg + computed) + INTERPOLATION_MACS * weight.shape[0] * filled
+
+    return KnobResult(out, count, exact, off_index)
 
 
 @functools.lru_cache(maxsize=256)
@@ -254,9 +269,14 @@ def sfma(layer: EffortConv2d, x: torch.Tensor, setting: SFMA, kernel: str,
         out = out.contiguous()
     padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     statistics = c_in * (padded[0] * padded[1] + nh * nw)  # the squares, and the bound's weighting
-    exact_positions = _per_example(positions, len(x))
-    macs = statistics + nh * nw * c_in * c_out + exact_positions * layer.macs_per_position()
-    return KnobResult(out, macs, exact)
+
+    batch = len(x)  # the closure below must not keep the input alive
+
+    def count() -> torch.Tensor:
+        exact_positions = _per_example(positions, batch)
+        return statistics + nh * nw * c_in * c_out + exact_positions * layer.macs_per_position()
+
+    return KnobResult(out, count, exact)
 
 
 def first_channels(fraction: float, channels: int) -> int:
@@ -302,9 +322,12 @@ def spet_conv(layer: EffortConv2d, x: torch.Tensor, setting: SPET, kernel: str,
     with span("effort.scatter"):
         out = F.relu_(partial.mul_(needed[:, :, None, None]))
     per_channel = weight.shape[2] * weight.shape[3] * partial.shape[2] * partial.shape[3]  # one filter's, one channel
-    finished = needed.sum(1).to(torch.float64)
-    macs = per_channel * (weight.shape[0] * first + finished * (weight.shape[1] - first))
-    return KnobResult(out, macs, needed)
+
+    def count() -> torch.Tensor:
+        finished = needed.sum(1).to(torch.float64)
+        return per_channel * (weight.shape[0] * first + finished * (weight.shape[1] - first))
+
+    return KnobResult(out, count, needed)
 
 
 def spet_linear(layer: EffortLinear, x: torch.Tensor, setting: SPET, kernel: str,
@@ -331,8 +354,10 @@ def spet_linear(layer: EffortLinear, x: torch.Tensor, setting: SPET, kernel: str
     _finish(partial, union, lambda w: F.linear(x[:, first:], w), layer, first)
     with span("effort.scatter"):
         out = F.relu_(partial.mul_(needed))
-    macs = weight.shape[0] * first + needed.sum(1).to(torch.float64) * (weight.shape[1] - first)
-    return KnobResult(out, macs, needed)
+    def count() -> torch.Tensor:
+        return weight.shape[0] * first + needed.sum(1).to(torch.float64) * (weight.shape[1] - first)
+
+    return KnobResult(out, count, needed)
 
 
 def _finish(partial: torch.Tensor, union: torch.Tensor, product, layer, first: int) -> None:

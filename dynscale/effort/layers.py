@@ -28,7 +28,6 @@ class EffortLayer(nn.Module):
             measured fastest for the layer (grid 1) or for SDSS's grid convolution of that
             stride, at that batch size; the nearest measured batch size (in ratio) decides,
             ``"conv"`` without any.
-        last_macs: ``(B,)`` float64 multiply-accumulates per example of the last forward pass.
         input_size: the input's shape without the batch, as last seen.
     """
 
@@ -38,7 +37,7 @@ class EffortLayer(nn.Module):
         super().__init__()
         self.effort = LayerEffort()
         self.kernels: dict[tuple[int, int], str] = {}
-        self.last_macs: torch.Tensor | None = None  # (B,) float64, per example
+        self._last_macs: Callable[[], torch.Tensor] | None = None  # computes them when asked
         self._last_result: KnobResult | None = None
         self.input_size: tuple[int, ...] | None = None
         self._derived: dict = {}
@@ -85,9 +84,19 @@ class EffortLayer(nn.Module):
         self.kernels = {(int(b), int(g)): k for (b, g), k in kernels.items()}
 
     def _record(self, result: KnobResult) -> torch.Tensor:
-        self.last_macs = result.macs
         self._last_result = replace(result, out=None)  # not the output: it would stay in memory
+        self._last_macs = self._last_result.count
         return result.out
+
+    def _record_dense(self, batch: int, macs: int) -> None:
+        self._last_result = None
+        self._last_macs = lambda: torch.full((batch,), float(macs), dtype=torch.float64)
+
+    @property
+    def last_macs(self) -> torch.Tensor | None:
+        """``(B,)`` float64: the multiply-accumulates per example of the last forward pass
+        (counted when asked), or None before any."""
+        return None if self._last_macs is None else self._last_macs()
 
     @property
     def last_active(self) -> torch.Tensor | None:
@@ -175,9 +184,7 @@ class EffortConv2d(EffortLayer):
         knob = self.effort.knob
         if knob is None:
             y = self.dense(x)
-            self._last_result = None
-            self.last_macs = torch.full((len(x),), float(self.macs_per_position() * y.shape[2] * y.shape[3]),
-                                        dtype=torch.float64)
+            self._record_dense(len(x), self.macs_per_position() * y.shape[2] * y.shape[3])
             return y
         return self._record(self.run_knob(x, knob))
 
@@ -211,8 +218,7 @@ class EffortLinear(EffortLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, K) -> (B, N_out)
         x = self._ordered(x)
         if not self.effort.spet.active:
-            self._last_result = None
-            self.last_macs = torch.full((len(x),), float(self.weight.numel()), dtype=torch.float64)
+            self._record_dense(len(x), self.weight.numel())
             return self.dense(x)
         return self._record(self.run_knob(x, "spet"))
 

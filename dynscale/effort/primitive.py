@@ -35,8 +35,9 @@ def gather_columns(x: torch.Tensor, positions: torch.Tensor, kernel: tuple[int, 
     run = (kw - 1) * dw + 1  # pixels a kernel row spans
     pixels = xn.numel() // channels
     runs = xn.reshape(-1).as_strided((pixels - run + 1, run * channels), (channels, 1))  # a run from each pixel
-    first = positions[:, 0] * (hp * wp) + positions[:, 1] * (stride[0] * wp) + positions[:, 2] * stride[1]  # (N,)
-    starts = first[:, None] + torch.arange(kh) * (dh * wp)  # (N, kh)
+    steps = torch.tensor([hp * wp, stride[0] * wp, stride[1]])  # pixels per example, per output row, per column
+    rows = torch.arange(0, kh * dh * wp, dh * wp)  # the kernel rows' offsets
+    starts = (positions * steps).sum(1, keepdim=True) + rows  # (N, kh): the first pixel of each kernel row's run
     picked = runs.index_select(0, starts.flatten())  # (N·kh, run·C)
     if dw > 1:
         picked = picked.view(-1, run, channels)[:, ::dw]

@@ -20,18 +20,19 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..eval.profiling import span
 from .kernels import convolve, out_size, scatter_positions
 from .primitive import conv_at
 from .settings import SDSS, SFMA, SPET
 
-if TYPE_CHECKING:
-    from .layers import EffortConv2d, EffortLinear
+# The layers passed in are dynscale.effort.layers' EffortConv2d and EffortLinear (which import
+# this module): typed here by what the knobs read of them.
+EffortConv2d = EffortLinear = nn.Module
 
 INTERPOLATION_MACS = 4  # a bilinear value: four products
 

@@ -39,7 +39,7 @@ from .layers import EffortLayer
 from .net import EffortNet
 from .settings import KNOBS, SDSS, SFMA, SPET, EffortSettings, LayerEffort
 
-LEVELS = (0.2, 0.4, 0.6, 0.75, 0.9)  # quantiles of each knob's decision statistic
+LEVELS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # quantiles of each knob's decision statistic
 STATISTICS_EXAMPLES = 256  # held-out examples the ladders are scaled on
 OBJECTIVES = ("time", "macs")
 

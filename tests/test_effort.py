@@ -302,13 +302,12 @@ def test_the_tuner_respects_its_bound_on_held_out_data(trained, synthetic, objec
     for result in results:
         assert result.broken <= result.max_loss / 100 + 1e-9
         assert result.dense_accuracy - result.accuracy <= result.broken + 1e-9
-        assert result.macs <= result.dense_macs
         assert all(effort.knob is not None for effort in result.settings.layers.values())
         assert evaluate(net, *held, result.settings) == pytest.approx((result.accuracy, result.macs), rel=1e-4)
-        if objective == "time":
+        if objective == "time":  # what it saves is time: a knob may count more MACs, if faster
             assert result.seconds <= result.dense_seconds
         else:
-            assert result.seconds is None
+            assert result.seconds is None and result.macs <= result.dense_macs
     assert results[2].macs < results[2].dense_macs  # 2 points buy some savings here
     assert results[2].macs <= results[0].macs
     if objective == "time":

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..eval.profiling import span
 from .kernels import KERNELS, convolve
 from .knobs import KnobResult, sdss, sfma, spet_conv, spet_linear
 from .primitive import rows_weight
@@ -183,7 +184,8 @@ class EffortConv2d(EffortLayer):
         x = self._ordered(x)
         knob = self.effort.knob
         if knob is None:
-            y = self.dense(x)
+            with span("effort.kernel"):
+                y = self.dense(x)
             self._record_dense(len(x), self.macs_per_position() * y.shape[2] * y.shape[3])
             return y
         return self._record(self.run_knob(x, knob))
@@ -219,7 +221,8 @@ class EffortLinear(EffortLayer):
         x = self._ordered(x)
         if not self.effort.spet.active:
             self._record_dense(len(x), self.weight.numel())
-            return self.dense(x)
+            with span("effort.kernel"):
+                return self.dense(x)
         return self._record(self.run_knob(x, "spet"))
 
     def run_knob(self, x: torch.Tensor, knob: str, force: torch.Tensor | None = None) -> KnobResult:

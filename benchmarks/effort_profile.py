@@ -1,63 +1,44 @@
-"""Where the time of an effort network goes: torch.profiler over the test inputs at batch 1 and
-64, one thread, with the knobs tuned for one loss bound and with no knobs (the dense network).
-Prints Markdown (benchmarks/effort_fashion.sh writes it to docs/effort/profile.md).
+"""Where the time of an effort network goes, with the shared profiler
+(:func:`dynscale.eval.profiling.profile_point`): at batch 1 and 64, one thread, on test
+inputs, the knobs tuned for one loss bound (those tuned for that batch size) beside the knobs
+off — the time in decisions, gathers, kernels and scatters (the knobs' spans), the operators
+outside them, and Python between operators. Prints Markdown (benchmarks/effort_fashion.sh
+writes it to docs/effort/profile.md).
 
 Usage: python benchmarks/effort_profile.py EFFORT_RUN BOUND
 """
 
-import functools
 import sys
 
 import torch
-from torch.profiler import ProfilerActivity, profile, record_function
 
 from dynscale.data import load_dataset
-from dynscale.effort import EffortSettings, layers, load_effort
+from dynscale.effort import EffortSettings, load_effort, measure
+from dynscale.eval.profiling import profile_point, profiles_markdown
 
-
-def _label(owner, name: str, label: str) -> None:
-    """Wraps ``owner.name`` in a profiler range: the numba kernel's time is invisible to
-    torch.profiler otherwise (it would show up as nobody's)."""
-    inner = getattr(owner, name)
-
-    @functools.wraps(inner)
-    def wrapped(*args, **kwargs):
-        with record_function(label):
-            return inner(*args, **kwargs)
-
-    setattr(owner, name, wrapped)
-
-
-_label(layers, "conv_at_positions", "effort: conv_at_positions (numba kernel)")
-_label(layers.EffortConv2d, "_sample", "effort: SDSS grid and interpolation")
-_label(layers.EffortConv2d, "_uniform_windows", "effort: SFMA window statistics")
+BATCHES = (1, 64)
+EXAMPLES = 256  # test examples profiled per batch size
 
 
 def main(run: str, bound: float) -> None:
     torch.set_num_threads(1)
     net, config = load_effort(run)
-    tuned = next(t for t in config.section["tuned"] if t["max_loss"] == bound)
     data = load_dataset(config.data)
+    measure(net.layers, config.section["knobs"], BATCHES, 1, progress=False)  # each layer's fastest dense kernel
     print(f"# Where the time goes: `{run}`, bound {bound:g} points, one thread\n")
     print(f"Command: `python benchmarks/effort_profile.py {run} {bound:g}`\n")
-    for batch in (1, 64):
-        x = data.test_x[:batch * (64 if batch == 1 else 4)]
-        for label, settings in (("dense", EffortSettings()), ("effort", EffortSettings.from_json(tuned["settings"]))):
+    profiles = []
+    for batch in BATCHES:
+        tuned = [t for t in config.section["tuned"] if t["max_loss"] == bound and t.get("batch", 1) == batch]
+        if not tuned:
+            sys.exit(f"{run} has no settings tuned for bound {bound:g} at batch {batch}; tune with --batch 1,64")
+        x = data.test_x[:EXAMPLES]
+        batches = [x[i:i + batch] for i in range(0, len(x), batch)]
+        for label, settings in (("knobs off", EffortSettings()),
+                                (f"loss≤{bound:g} @b{batch}", EffortSettings.from_json(tuned[0]["settings"]))):
             net.set_settings(settings)
-            with torch.no_grad():
-                for start in range(0, len(x), batch):  # warm-up
-                    net(x[start:start + batch])
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    for start in range(0, len(x), batch):
-                        net(x[start:start + batch])
-            events = prof.key_averages()
-            total = sum(e.self_cpu_time_total for e in events)
-            # A labelled range's self time is what ran inside it outside any torch operator.
-            print(f"## Batch {batch}, {label}: {total / 1e3 / (len(x) // batch):.3f} ms per batch\n")
-            print("| operation | calls per batch | self CPU % |\n|---|---|---|")
-            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]:
-                print(f"| `{e.key}` | {e.count / (len(x) // batch):.1f} | {100 * e.self_cpu_time_total / total:.1f} |")
-            print()
+            profiles.append(profile_point(net, batches, label))
+    print(profiles_markdown(profiles))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tv_resnet18.py"
 
 
 @pytest.mark.slow
-def test_a_converted_torchvision_resnet18_trains_and_takes_dfs_and_effort(torchvision, tmp_path, capsys):
+def test_a_converted_torchvision_resnet18_trains_and_takes_dfs_and_effort(torchvision, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DYNSCALE_CACHE", str(tmp_path / "cache"))  # effort tune measures its costs there
     r18, tuned = tmp_path / "r18", tmp_path / "r18-ft"
     assert main(["convert", f"{EXAMPLE}:resnet18", "--input-shape", "1,8,8", "--out", str(r18)]) == 0
     assert load_run(r18).config.model_name == "converted"

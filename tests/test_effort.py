@@ -18,10 +18,10 @@ from dynscale.effort import (
     LayerEffort,
     apply,
     conv_at,
-    linear_at,
     off,
     tune,
 )
+from dynscale.effort.kernels import KERNELS
 
 from tiny import tiny_model
 
@@ -41,16 +41,8 @@ def test_the_primitive_is_exact_at_the_positions_it_computes(stride, padding, di
                                rtol=1e-5, atol=1e-5)
 
 
-def test_the_linear_primitive_computes_only_the_pairs_asked():
-    torch.manual_seed(0)
-    x, w = torch.randn(4, 7), torch.randn(5, 7)
-    pairs = torch.tensor([[0, 1], [3, 4], [2, 0]])
-    torch.testing.assert_close(linear_at(x, w, pairs), (x @ w.t())[pairs[:, 0], pairs[:, 1]])
-    assert linear_at(x, w, pairs[:0]).shape == (0,)
-
-
-def conv_layer(c_in, c_out, k, padding, weight=None, bias=None, relu=True):
-    conv = nn.Conv2d(c_in, c_out, k, padding=padding)
+def conv_layer(c_in, c_out, k, padding, weight=None, bias=None, relu=True, stride=1):
+    conv = nn.Conv2d(c_in, c_out, k, padding=padding, stride=stride)
     w = conv.weight.detach() if weight is None else weight
     b = conv.bias.detach() if bias is None else bias
     return EffortConv2d(w, b, conv, relu)
@@ -68,81 +60,137 @@ def test_each_knob_at_a_setting_that_does_nothing_is_the_dense_layer(effort):
     assert layer.last_macs.tolist() == [6 * 4 * 9 * 64] * 2
 
 
-@pytest.fixture(params=["numba", "torch"])
-def backend(request):
-    """Every knob test runs on the compiled kernels and on the PyTorch reference."""
-    from dynscale.effort import set_backend
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("batch, size, stride", [(1, 2, 1), (1, 7, 1), (3, 8, 2), (2, 5, 1)])
+def test_every_dense_kernel_is_the_convolution(kernel, batch, size, stride):
+    torch.manual_seed(0)
+    layer = conv_layer(5, 7, 3, 1, stride=stride)
+    x = torch.randn(batch, 5, size, size)
+    layer.set_kernels({(batch, 1): kernel, (batch, 2): kernel})
+    for grid in (1, 2):
+        expected = F.relu(F.conv2d(x, layer.weight, layer.bias, stride * grid, 1))
+        torch.testing.assert_close(layer.dense(x, grid=grid), expected, rtol=1e-5, atol=1e-5)
 
-    set_backend(request.param)
-    yield request.param
-    set_backend("auto")
 
-
-def test_spet_finishes_only_the_neurons_that_may_fire_and_counts_exactly(backend):
-    # A 1×1 convolution, y = relu(x0 + x1 − 10): channel 0 (the more significant) is 20 in the
-    # top-left 2×2 corner and 0 elsewhere, so the partial sum x0 − 10 is negative elsewhere.
-    layer = conv_layer(2, 1, 1, 0, weight=torch.ones(1, 2, 1, 1), bias=torch.tensor([-10.0]))
-    x = torch.zeros(1, 2, 4, 4)
+def test_spet_finishes_only_the_filters_that_may_fire_and_counts_exactly():
+    # A 1×1 convolution, y_f = relu(±x0 + x1 − 10), channel 0 the more significant (first). The
+    # partial map of filter 0 is x0 − 10: positive where x0 = 20 (the top-left corner), so filter
+    # 0 is finished everywhere; filter 1's, −x0 − 10, is negative everywhere: predicted zero,
+    # though x1 − 10 > 0 at some positions. The second example has x0 = 0: both predicted zero.
+    weight = torch.tensor([[1.0, 1.0], [-1.0, 1.0]]).view(2, 2, 1, 1)
+    layer = conv_layer(2, 2, 1, 0, weight=weight, bias=torch.tensor([-10.0, -10.0]))
+    x = torch.zeros(2, 2, 4, 4)
     x[0, 0, :2, :2] = 20.0
-    x[0, 1] = torch.arange(16.0).view(4, 4)
+    x[:, 1] = torch.arange(16.0).view(4, 4)
     layer.effort = LayerEffort(spet=SPET(0.5, 0.0))
     y = layer(x)
-    expected = torch.zeros(1, 1, 4, 4)
-    expected[0, 0, :2, :2] = F.relu(20 + x[0, 1, :2, :2] - 10)
-    assert torch.equal(y, expected)  # 0 elsewhere, though x1 − 10 > 0 at some of those positions
-    # Partial sums: 16 neurons × 1 input; the rest: 4 neurons × 1 input.
-    assert layer.last_macs.tolist() == [16 + 4]
+    expected = torch.zeros(2, 2, 4, 4)
+    expected[0, 0] = F.relu(x[0, 0] + x[0, 1] - 10)
+    assert torch.equal(y, expected)
+    # Partial sums: 2 filters × 1 input × 16 positions; the rest: 1 filter × 1 input × 16 (none
+    # in the second example), though the batch computes filter 0 for both.
+    assert layer.last_macs.tolist() == [32 + 16, 32]
+    assert layer.last_active.tolist() == [[True, False], [False, False]]
+    assert torch.equal(layer(x[1:]), expected[1:])  # alone, the same output
+    assert layer.last_macs.tolist() == [32]
 
 
-def test_sdss_interpolates_insignificant_regions_and_counts_exactly(backend):
+def test_sdss_interpolates_insignificant_regions_and_counts_exactly():
     # ReLU(conv(0) − 1) = 0 everywhere, so every grid value is insignificant: on a 5×5 output
     # the 3×3 grid is computed, the 16 other positions interpolated (4 products per value).
     layer = conv_layer(3, 2, 3, 1, bias=torch.full((2,), -1.0))
     layer.effort = LayerEffort(sdss=SDSS(2, 0.5, 0.0))
     assert torch.equal(layer(torch.zeros(1, 3, 5, 5)), torch.zeros(1, 2, 5, 5))
     assert layer.last_macs.tolist() == [9 * 2 * 3 * 9 + 16 * 2 * 4]
-    # Each map decides alone: map 0 is 0 everywhere (filled), map 1 is about 100 everywhere
-    # (significant, and no spread allowed): its 16 off-grid neurons are computed exactly.
+    assert not layer.last_active.any() and layer.last_active.shape == (1, 16)
+    # Decisions are per position over all channels: map 0 is 0 everywhere, map 1 about 100
+    # (significant, no spread allowed), so the 16 off-grid positions are computed exactly.
     torch.manual_seed(0)
     layer = conv_layer(3, 2, 3, 1, weight=torch.randn(2, 3, 3, 3) * 0.1, bias=torch.tensor([-100.0, 100.0]))
     layer.effort = LayerEffort(sdss=SDSS(2, 0.5, 0.0))
     x = torch.randn(1, 3, 5, 5)
     dense = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
     torch.testing.assert_close(layer(x), dense, rtol=1e-5, atol=1e-5)
-    assert layer.last_macs.tolist() == [9 * 2 * 3 * 9 + 16 * 1 * 4 + 16 * 1 * 3 * 9]
+    assert layer.last_macs.tolist() == [(9 + 16) * 2 * 3 * 9]
 
 
-def test_sfma_replaces_uniform_windows_by_their_mean_and_counts_exactly(backend):
-    # On a constant input, without padding, every window is uniform: mean(x)·Σw is exact.
+@pytest.mark.parametrize("size, stride, grid, fringe", [(6, 2, 9, 11), (7, 3, 9, 0), (8, 3, 9, 15), (5, 4, 4, 0)])
+def test_sdss_computes_positions_past_the_last_grid_cell_exactly(size, stride, grid, fringe):
+    # On a blank input every cell is calm: the grid is computed, every position inside a cell
+    # is interpolated, and those past the last grid row or column (no cell) computed exactly.
+    layer = conv_layer(3, 2, 3, 1, bias=torch.full((2,), -1.0))
+    layer.effort = LayerEffort(sdss=SDSS(stride, 0.5, 0.0))
+    assert torch.equal(layer(torch.zeros(1, 3, size, size)), torch.zeros(1, 2, size, size))
+    filled = size * size - grid - fringe
+    assert layer.last_macs.tolist() == [(grid + fringe) * 2 * 3 * 9 + filled * 2 * 4]
+    assert layer.last_active.sum().item() == fringe
+
+
+def test_sdss_interpolates_smooth_maps_and_agrees_with_dense_there():
+    # A linear ramp is reproduced exactly by bilinear interpolation: with a spread threshold above
+    # its step, every off-grid position is filled and the output still equals the dense one.
+    layer = conv_layer(1, 1, 1, 0, weight=torch.ones(1, 1, 1, 1), bias=torch.zeros(1))
+    x = torch.arange(9.0).view(1, 1, 1, 9).expand(1, 1, 9, 9) + torch.arange(9.0).view(1, 1, 9, 1)
+    layer.effort = LayerEffort(sdss=SDSS(2, 0.0, 4.5))  # cells span 4 in value
+    torch.testing.assert_close(layer(x), x, rtol=0, atol=1e-5)
+    assert not layer.last_active.any()
+    layer.effort = LayerEffort(sdss=SDSS(2, 0.0, 3.5))
+    torch.testing.assert_close(layer(x), x, rtol=0, atol=1e-5)
+    assert layer.last_active.all()
+
+
+def test_sfma_reads_uniform_tiles_as_their_mean_and_counts_exactly():
+    # On a constant input, without padding, every tile is uniform: mean(x)·Σw is exact. A 4×4
+    # output in 2×2 tiles: 4 tiles of 4 positions.
     torch.manual_seed(0)
     layer = conv_layer(3, 4, 3, 0)
     x = torch.full((1, 3, 6, 6), 0.7)
-    layer.effort = LayerEffort(sfma=SFMA(1e-6))
+    layer.effort = LayerEffort(sfma=SFMA(1e-6, 2))
     dense = F.relu(F.conv2d(x, layer.weight, layer.bias))
     torch.testing.assert_close(layer(x), dense, rtol=1e-5, atol=1e-5)
-    positions, statistics = 4 * 4, 3 * 9 * 4 * 4  # the x² window sums of every channel
-    assert layer.last_macs.tolist() == [statistics + positions * 4 * 3]  # one Σw product per channel and neuron
-    # Each input channel decides alone: channel 0 constant (one product), channels 1, 2 not (9 each).
-    x[0, 1:] = torch.randn(2, 6, 6)
+    statistics = 3 * (36 + 4)  # x² of every input value, the bound's weighting per tile
+    means = 4 * 3 * 4  # mean·Σw of every tile: C_in × C_out products
+    assert layer.last_macs.tolist() == [statistics + means]
+    # Noise in the top-left 2×2 input corner: only the first tile's input region (rows and
+    # columns 0-3) sees it; it is computed exactly, the other three stay uniform.
+    x[0, :, :2, :2] = torch.randn(3, 2, 2)
     dense = F.relu(F.conv2d(x, layer.weight, layer.bias))
     torch.testing.assert_close(layer(x), dense, rtol=1e-5, atol=1e-5)
-    assert layer.last_macs.tolist() == [statistics + positions * 4 * (1 + 2 * 9)]
+    assert layer.last_active.tolist() == [[True, False, False, False]]
+    assert layer.last_macs.tolist() == [statistics + means + 4 * 4 * 3 * 9]
 
 
-def test_active_knobs_that_find_nothing_to_skip_give_the_dense_layer(backend):
+def test_sfma_bounds_the_error_it_allows():
+    # The threshold bounds how far any output of a uniform tile may move: with the bound at
+    # 0.05, no output differs from the dense layer's by more, on inputs of every spread.
+    torch.manual_seed(0)
+    layer = conv_layer(4, 6, 3, 0, relu=False)
+    layer.effort = LayerEffort(sfma=SFMA(0.05, 4))
+    uniform = []
+    for scale in (1e-4, 1e-3, 3e-3, 1e-2, 1e-1):
+        x = 1.0 + scale * torch.randn(3, 4, 14, 14)
+        error = (layer(x) - F.conv2d(x, layer.weight, layer.bias)).abs().max().item()
+        assert error <= 0.05 + 1e-5, scale
+        uniform.append((~layer.last_active).float().mean().item())
+    assert uniform[0] == 1.0 and uniform[-1] == 0.0  # the bound both lets tiles through and stops them
+
+
+def test_active_knobs_that_find_nothing_to_skip_give_the_dense_layer():
     # Active settings, on inputs where they find nothing: SPET's threshold below every partial
-    # sum, SDSS on maps that are neither small nor smooth, SFMA on windows that are never uniform.
+    # sum, SDSS on maps that are neither small nor smooth, SFMA on tiles that are never uniform.
     torch.manual_seed(0)
     layer = conv_layer(4, 3, 3, 1, bias=torch.full((3,), 50.0))
-    x = torch.rand(2, 4, 7, 7) * 10  # no window is flat
+    x = torch.rand(2, 4, 7, 7) * 10  # no region is flat
     dense = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
     full = float(3 * 4 * 9 * 49)
+    tiles = 16  # 2×2 tiles over a 7×7 output
     for effort, extra in [(LayerEffort(spet=SPET(0.5, 1e-3)), 0.0),
                           (LayerEffort(sdss=SDSS(2, 1e-3, 1e-6)), 0.0),
-                          (LayerEffort(sfma=SFMA(1e-9)), 4 * 9 * 49)]:  # SFMA pays for its x² window sums
+                          (LayerEffort(sfma=SFMA(1e-9, 2)), 4 * (81 + tiles) + tiles * 4 * 3)]:
         layer.effort = effort
         torch.testing.assert_close(layer(x), dense, rtol=1e-5, atol=1e-4)
         assert layer.last_macs.tolist() == [full + extra] * 2, effort
+        assert layer.last_active.all()
 
 
 def test_sdss_without_relu_fills_only_small_magnitudes():
@@ -175,64 +223,29 @@ def test_a_batch_norm_after_the_relu_keeps_its_channels():
         torch.testing.assert_close(net(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (1, 0, 1)])
-@pytest.mark.parametrize("first, threshold", [(6, float("-inf")), (3, 0.0), (2, 0.5)])
-@pytest.mark.parametrize("masks", [False, True])
-def test_the_kernels_equal_the_pytorch_reference(stride, padding, dilation, first, threshold, masks):
-    from dynscale.effort import conv_at_positions, set_backend
-    from dynscale.effort.kernels import simulate_positions
-
-    torch.manual_seed(0)
-    x, w, b = torch.randn(2, 6, 9, 9), torch.randn(5, 6, 3, 3), torch.randn(5)
-    dense = F.conv2d(x, w, b, stride, padding, dilation)
-    positions = torch.stack(torch.meshgrid(*[torch.arange(n) for n in (2, *dense.shape[2:])], indexing="ij"),
-                            -1).reshape(-1, 3)[1::3]
-    extra = {}
-    if masks:  # SDSS's filled neurons, SFMA's uniform windows and their means
-        extra = {"skip": torch.rand(dense.shape) < 0.3, "uniform": torch.rand(2, 6, *dense.shape[2:]) < 0.3,
-                 "means": torch.randn(2, 6, *dense.shape[2:])}
-    results = {}
-    for name in ("numba", "torch", "simulate"):
-        set_backend("torch" if name == "simulate" else name)
-        out, macs = torch.full_like(dense, -7.0), torch.zeros(2, dtype=torch.float64)
-        compute = simulate_positions if name == "simulate" else conv_at_positions
-        compute(x, w, b, positions, (stride,) * 2, (padding,) * 2, (dilation,) * 2, out, macs, first, threshold,
-                True, **extra)
-        results[name] = (out, macs)
-    set_backend("auto")
-    for name in ("numba", "simulate"):
-        torch.testing.assert_close(results[name][0], results["torch"][0], rtol=1e-4, atol=1e-4)
-        assert torch.equal(results[name][1], results["torch"][1])
-    out = results["torch"][0]
-    if masks:  # filled neurons are left as they were
-        skipped = extra["skip"].clone()
-        assert (out[skipped] == -7.0).all()
-    if first == 6 and not masks:  # no SPET: exactly the convolution where computed
-        picked = out[positions[:, 0], :, positions[:, 1], positions[:, 2]]
-        want = F.relu(dense)[positions[:, 0], :, positions[:, 1], positions[:, 2]]
-        torch.testing.assert_close(picked, want, rtol=1e-5, atol=1e-5)
-        assert results["torch"][1].sum().item() == len(positions) * 5 * 6 * 9
-
-
 def test_linear_spet_finishes_only_the_neurons_that_may_fire():
     w = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]])
     layer = EffortLinear(w, torch.zeros(3), relu=True)
-    x = torch.tensor([[2.0, 5.0]])  # partial sums over the first input: 2, −2, 2
+    x = torch.tensor([[2.0, 5.0], [-1.0, 5.0]])  # partial sums over the first input: 2, −2, 2 and −1, 1, −1
     layer.effort = LayerEffort(spet=SPET(0.5, 0.0))
-    assert torch.equal(layer(x), torch.tensor([[7.0, 0.0, 0.0]]))  # neuron 3 finished: 2 − 5 < 0
-    assert layer.last_macs.tolist() == [3 * 1 + 2 * 1]
+    # Neuron 3 is finished for the first example (2 − 5 < 0); the second finishes neuron 2 only.
+    assert torch.equal(layer(x), torch.tensor([[7.0, 0.0, 0.0], [0.0, 6.0, 0.0]]))
+    assert layer.last_macs.tolist() == [3 * 1 + 2 * 1, 3 * 1 + 1 * 1]
 
 
-def test_each_example_pays_for_its_own_work(backend):
+@pytest.mark.parametrize("effort", [LayerEffort(sdss=SDSS(2, 0.5, 0.0)), LayerEffort(sdss=SDSS(3, 0.0, 0.5)),
+                                    LayerEffort(sfma=SFMA(0.5, 2)), LayerEffort(spet=SPET(0.5, 0.5))])
+def test_each_example_pays_for_its_own_work_and_batching_changes_nothing(effort):
     torch.manual_seed(0)
-    layer = conv_layer(3, 2, 3, 1, bias=torch.full((2,), -1.0))
-    x = torch.cat([torch.zeros(1, 3, 8, 8), torch.randn(1, 3, 8, 8) * 10])
-    layer.effort = LayerEffort(sdss=SDSS(2, 0.5, 0.0))
+    layer = conv_layer(3, 4, 3, 1, bias=torch.full((4,), -1.0))
+    x = torch.cat([torch.zeros(1, 3, 8, 8), torch.randn(2, 3, 8, 8) * 10])
+    layer.effort = effort
     batch = layer(x)
     macs = layer.last_macs.clone()
-    alone = [layer(x[i:i + 1]) for i in range(2)]
-    torch.testing.assert_close(batch, torch.cat(alone))
-    assert macs[0] < macs[1]  # the blank example skips most of its positions, the other does not
+    alone = [(layer(x[i:i + 1]), layer.last_macs.item()) for i in range(3)]
+    torch.testing.assert_close(batch, torch.cat([a for a, _ in alone]), rtol=1e-5, atol=1e-5)
+    assert macs.tolist() == [m for _, m in alone]
+    assert macs[0] < macs[1]  # the blank example skips most of its work, the others do not
 
 
 @pytest.fixture(scope="module")
@@ -260,21 +273,45 @@ def test_apply_keeps_the_model_and_off_is_bit_identical(trained, synthetic):
     assert net.layer_names[0] == "features.0" and net.layer_names[-1] == "classifier.3"
 
 
-def test_the_tuner_respects_its_bound_on_held_out_data(trained, synthetic):
+def fake_clock(probe, run):
+    """Seconds per call computed from the probe, never timed: dense kernels 1 ms (im2col 0.9 ms at
+    batch 1), a knob 0.2 ms of decisions plus 0.7 ms of work at all of it."""
+    run()  # the probe must run
+    if probe.variant.startswith("dense/"):
+        return 0.9e-3 if probe.variant == "dense/gemm" and probe.batch == 1 else 1e-3
+    return (0.2 + 0.7 * probe.fraction) * 1e-3
+
+
+@pytest.fixture(autouse=True)
+def cost_cache(tmp_path, monkeypatch):
+    """Every test's cost cache is its own."""
+    monkeypatch.setenv("DYNSCALE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "effort-costs.json"
+
+
+@pytest.mark.parametrize("objective", ["macs", "time"])
+def test_the_tuner_respects_its_bound_on_held_out_data(trained, synthetic, objective):
+    from dynscale.effort import CostTable, measure
+    from dynscale.effort.tune import evaluate
+
     net = EffortNet(trained, calibration=synthetic.train_x[:64])
     held = (synthetic.train_x[:300], synthetic.train_y[:300])
-    results = tune(net, held, [0.0, 2.0], progress=False)
+    table = measure(net.layers, ["spet", "sdss", "sfma"], [1, 64], 1, CostTable(path=None), fake_clock, False)
+    results = tune(net, held, [0.0, 2.0], progress=False, batches=[1, 64], objective=objective, table=table)
+    assert [(r.max_loss, r.batch) for r in results] == [(0.0, 1), (0.0, 64), (2.0, 1), (2.0, 64)]
     for result in results:
         assert result.broken <= result.max_loss / 100 + 1e-9
         assert result.dense_accuracy - result.accuracy <= result.broken + 1e-9
-        assert result.macs <= result.dense_macs
-        from dynscale.effort.tune import evaluate
-
-        # As reported; the search simulates the kernels, whose float sums may tip a rare
-        # borderline decision the other way.
+        assert all(effort.knob is not None for effort in result.settings.layers.values())
         assert evaluate(net, *held, result.settings) == pytest.approx((result.accuracy, result.macs), rel=1e-4)
-    assert results[1].macs < results[1].dense_macs  # 2 points buy some savings here
-    assert results[1].macs <= results[0].macs
+        if objective == "time":  # what it saves is time: a knob may count more MACs, if faster
+            assert result.seconds <= result.dense_seconds
+        else:
+            assert result.seconds is None and result.macs <= result.dense_macs
+    assert results[2].macs < results[2].dense_macs  # 2 points buy some savings here
+    assert results[2].macs <= results[0].macs
+    if objective == "time":
+        assert results[2].seconds < results[2].dense_seconds
 
 
 @pytest.mark.parametrize("make, match", [
@@ -283,8 +320,14 @@ def test_the_tuner_respects_its_bound_on_held_out_data(trained, synthetic):
     (lambda: SPET(0.5, -1.0), "threshold must be a finite number >= 0"),
     (lambda: SPET(0.5, float("nan")), "threshold must be a finite number >= 0"),
     (lambda: SDSS(2, -0.1, 0.0), "SDSS threshold must be"),
-    (lambda: SDSS(3, 0.1, 0.1), "stride must be 1 or 2"),
+    (lambda: SDSS(5, 0.1, 0.1), "SDSS stride must be a whole number from 1 to 4, got 5"),
+    (lambda: SDSS(1.5, 0.1, 0.1), "SDSS stride must be a whole number from 1 to 4"),
     (lambda: SFMA(-1e-3), "SFMA threshold must be"),
+    (lambda: SFMA(0.1, 1), "SFMA tile must be a whole number from 2 to 8, got 1"),
+    (lambda: SFMA(0.1, 16), "SFMA tile must be a whole number from 2 to 8"),
+    (lambda: LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1)), "sets spet and sdss, but a layer takes one knob at"),
+    (lambda: EffortSettings.from_json({"features.7": {"spet": {"fraction": 0.5}, "sfma": {"threshold": 0.1}}}),
+     "layer 'features.7' sets spet and sfma, but a layer takes one knob at a time.*dynscale effort tune"),
     (lambda: EffortSettings.from_json({"features.0": {"warp": {}}}), "unknown knob warp"),
     (lambda: EffortSettings.from_json({"features.0": {"spet": {"fraction": 2}}}), "fraction must be in"),
 ])
@@ -313,44 +356,46 @@ def test_settings_a_network_cannot_take_are_refused(trained):
         EffortNet(nn.Sequential(nn.ReLU()), example=torch.zeros(1, 3))
 
 
-def test_an_effort_run_round_trips_and_sweeps(tmp_path, synthetic):
+def prefilled_costs(run, knobs, monkeypatch, batches=(1,)):
+    """The cost cache filled for the run's layers from :func:`fake_clock`, and the real clock
+    made to fail: `effort tune` then reads every cost from the cache and times nothing."""
+    from dynscale.effort import costs, measure
+
+    net = EffortNet(load_run_model(run))
+    measure(net.layers, knobs, batches, 1, clock=fake_clock, progress=False)
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a cost was timed, not read from the cache")
+
+    monkeypatch.setattr(costs, "timed", no_timing)
+
+
+def test_an_effort_run_round_trips_and_sweeps(tmp_path, synthetic, monkeypatch):
     from dynscale.effort import load_effort, sweep_effort_runs, tune_run
     from dynscale.idp import train_run
     from dynscale.train import TrainConfig
 
     run = train_run(tmp_path / "mlp", "mlp", synthetic, TrainConfig(epochs=3, holdout=200),
                     model_options={"hidden": [32, 32]}, progress=False)
-    out = tune_run(run, [1.0], data=synthetic, examples=200, progress=False)
+    prefilled_costs(run, ["spet", "sdss", "sfma"], monkeypatch)
+    out = tune_run(run, [1.0], data=synthetic, examples=200, progress=False, threads=1)
     assert out == tmp_path / "mlp-effort"
     net, config = load_effort(out)
     assert config.kind == "effort" and config.section["knobs"] == ["spet", "sdss", "sfma"]
+    assert config.section["objective"] == "time" and config.section["threads"] == 1
     (tuned,) = config.section["tuned"]
-    assert "held-out split" in config.section["held_out"]
+    assert "held-out split" in config.section["held_out"] and tuned["batch"] == 1
     assert tuned["held_dense_accuracy"] - tuned["held_accuracy"] <= 0.01 + 1e-9
+    assert 0 < tuned["held_seconds"] <= tuned["held_dense_seconds"]
     assert set(tuned["settings"]) <= set(net.layer_names)
     assert all(set(v) == {"spet"} for v in tuned["settings"].values())  # an MLP takes SPET only
     curves = sweep_effort_runs([out], progress=False)
-    assert [c.curve for c in curves] == ["dense", "spet+sdss+sfma"]
-    (point,) = curves[1].points
-    assert point.knobs == {"max_loss": 1.0, "knobs": "spet+sdss+sfma"}
+    assert [c.curve for c in curves] == ["dense", "knobs off", "static int8", "spet+sdss+sfma @b1"]
+    (point,) = curves[-1].points
+    assert point.knobs == {"max_loss": 1.0, "knobs": "spet+sdss+sfma", "tuned_batch": 1}
     assert point.accuracy == pytest.approx(tuned["test_accuracy"]) and point.macs == pytest.approx(tuned["test_macs"])
-    assert curves[0].points[0].macs_ratio == 1.0
-
-
-def test_simulation_gives_the_real_outputs_and_counts(trained, synthetic):
-    net = EffortNet(trained, calibration=synthetic.train_x[:64])
-    settings = EffortSettings({"features.3": LayerEffort(spet=SPET(0.5, 0.0), sdss=SDSS(2, 0.3, 0.3)),
-                               "features.7": LayerEffort(sfma=SFMA(0.05)), "classifier.0": LayerEffort(spet=SPET(0.5))})
-    net.set_settings(settings)
-    x = synthetic.test_x[:16]
-    with torch.no_grad():
-        real, real_macs = net(x), net.macs()
-        net.simulate()
-        simulated, simulated_macs = net(x), net.macs()
-        net.simulate(False)
-    torch.testing.assert_close(simulated, real, rtol=1e-4, atol=1e-4)
-    assert torch.equal(simulated_macs, real_macs)
-    assert real_macs.min() < dynscale.cost.count_macs(trained, x[:1])
+    assert curves[0].points[0].macs_ratio == 1.0 and curves[1].points[0].macs_ratio == 1.0
+    assert {p.label for p in curves[2].points} == {"int8 (ONNX Runtime QDQ)", "int8 (PyTorch x86)"}
 
 
 # ---- any traceable network -------------------------------------------------------------------
@@ -389,7 +434,7 @@ ARCHITECTURES = ["vgg16", "resnet", "mobilenet", "mlp", "sequential", "functiona
 
 
 def knobs_that_find_nothing(net):
-    """SFMA on every convolution that takes it, at a threshold only constant windows pass (read as
+    """SFMA on every convolution that takes it, at a threshold only constant regions pass (read as
     their mean, they give the same sums)."""
     settings = {}
     for name, layer in net.layers.items():
@@ -403,7 +448,7 @@ def knobs_that_find_nothing(net):
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_every_traceable_network_takes_the_knobs_and_off_is_bit_identical(name, backend):
+def test_every_traceable_network_takes_the_knobs_and_off_is_bit_identical(name):
     model = any_model(name)
     x = torch.randn(6, 1, 12, 12) * 2
     net = EffortNet(model, calibration=x)
@@ -431,8 +476,8 @@ def test_residual_blocks_take_the_knobs_that_apply():
     layers = net.layers
     assert layers["layers.0.0.conv1"].relu  # conv → BN → ReLU inside the block
     assert not layers["layers.0.0.conv2"].relu  # its output goes into the residual addition
-    net.set_settings(EffortSettings({"layers.0.0.conv1": LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1, 0.1)),
-                                     "layers.0.0.conv2": LayerEffort(sdss=SDSS(2, 0.1, 0.1), sfma=SFMA(0.1)),
+    net.set_settings(EffortSettings({"layers.0.0.conv1": LayerEffort(spet=SPET(0.5)),
+                                     "layers.0.0.conv2": LayerEffort(sfma=SFMA(0.1)),
                                      "layers.1.0.shortcut.0": LayerEffort(sdss=SDSS(2, 0.1, 0.1))}))
     with pytest.raises(ValueError, match="'layers.0.0.conv2' cannot take SPET: it needs a layer followed by ReLU"):
         net.set_settings(EffortSettings({"layers.0.0.conv2": LayerEffort(spet=SPET(0.5))}))
@@ -445,10 +490,10 @@ def test_residual_blocks_take_the_knobs_that_apply():
 def test_depthwise_convolutions_say_why_they_take_no_knob():
     net = EffortNet(any_model("mobilenet"))
     assert net.layers["blocks.0.depthwise"].groups > 1 and net.layers["blocks.0.pointwise"].relu
-    net.set_settings(EffortSettings({"blocks.0.pointwise": LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1, 0.1))}))
+    net.set_settings(EffortSettings({"blocks.0.pointwise": LayerEffort(sdss=SDSS(2, 0.1, 0.1))}))
     for effort, match in [(LayerEffort(spet=SPET(0.5)), "each neuron reads one input channel"),
                           (LayerEffort(sfma=SFMA(0.1)), "costs as many MACs as the convolution itself"),
-                          (LayerEffort(sdss=SDSS(2, 0.1, 0.1)), "sparse kernels take ungrouped convolutions")]:
+                          (LayerEffort(sdss=SDSS(2, 0.1, 0.1)), "one matrix product over all channels")]:
         with pytest.raises(ValueError, match="'blocks.0.depthwise' is a depthwise convolution.*" + match):
             net.set_settings(EffortSettings({"blocks.0.depthwise": effort}))
 
@@ -498,14 +543,16 @@ def test_a_converted_torchvision_resnet_takes_the_knobs(torchvision):
     with torch.no_grad():
         expected = model(x)
         torch.testing.assert_close(net(x), expected, rtol=1e-3, atol=1e-3)
-        net.set_settings(EffortSettings({"layer2.0.conv1": LayerEffort(spet=SPET(0.5), sdss=SDSS(2, 0.1, 0.1))}))
+        net.set_settings(EffortSettings({"layer2.0.conv1": LayerEffort(spet=SPET(0.5)),
+                                         "layer2.0.conv2": LayerEffort(sdss=SDSS(2, 0.1, 0.1))}))
         net(x)
         assert (net.macs() < dynscale.cost.count_macs(model, x[:1])).all()
         assert torch.equal(off(net)(x), expected)
 
 
 @pytest.mark.parametrize("name, knobs", [("resnet", "spet"), ("mobilenet", "sdss")])
-def test_effort_runs_of_residual_and_depthwise_networks_round_trip(tmp_path, synthetic, name, knobs, capsys):
+def test_effort_runs_of_residual_and_depthwise_networks_round_trip(tmp_path, synthetic, name, knobs, capsys,
+                                                                    monkeypatch):
     from dynscale.cli import main
     from dynscale.effort import load_effort
     from dynscale.idp import train_run
@@ -516,11 +563,13 @@ def test_effort_runs_of_residual_and_depthwise_networks_round_trip(tmp_path, syn
     options = {k: v for k, v in tiny_options(name).items() if k not in ("in_channels", "input_size", "num_classes")}
     run = train_run(tmp_path / name, name, synthetic, TrainConfig(epochs=1, holdout=100, train_limit=300),
                     model_options=options, progress=False)
+    prefilled_costs(run, [knobs], monkeypatch, batches=(1, 64))
     assert main(["effort", "tune", str(run), "--max-loss", "5", "--knobs", knobs, "--examples", "100",
-                 "--threads", "1"]) == 0
+                 "--threads", "1", "--batch", "1,64"]) == 0
     out = tmp_path / f"{name}-effort-{knobs}"
     assert "wrote" in capsys.readouterr().out
     net, config = load_effort(out)
+    assert [t["batch"] for t in config.section["tuned"]] == [1, 64]
     again = EffortNet(load_run_model(run), orders=config.section["orders"])
     assert net.orders == config.section["orders"] == again.orders
     x = synthetic.test_x[:8]
@@ -530,7 +579,8 @@ def test_effort_runs_of_residual_and_depthwise_networks_round_trip(tmp_path, syn
         with torch.no_grad():
             assert torch.equal(net(x), again(x))
     assert main(["effort", "sweep", str(out)]) == 0
-    assert knobs in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{knobs} (tuned for batch 1)" in printed and "loss≤5 @b64" in printed and "knobs off" in printed
 
 
 def load_run_model(run):
@@ -539,19 +589,25 @@ def load_run_model(run):
     return load_run(run).model
 
 
-@pytest.mark.parametrize("run", ["mlp-effort", "vgg16-effort"])
-def test_effort_runs_saved_before_the_graph_still_load_and_give_their_figures(run, synthetic):
-    # Written by `tune_run` before effort knobs read the traced graph (chain networks only).
+def test_effort_runs_of_earlier_versions_load_or_ask_to_be_tuned_again(synthetic):
+    # Written by `tune_run` before the knobs ran on dense kernels. The MLP's (SPET on linear
+    # layers, which decide per neuron as before) still loads and gives its figures; the VGG's
+    # has two knobs on one layer, which the dense kernels do not compose: refused, with the fix.
     from pathlib import Path
 
     from dynscale.effort import load_effort
     from dynscale.effort.tune import evaluate
+    from dynscale.errors import DynscaleError
 
-    net, config = load_effort(Path(__file__).parent / "fixtures" / "effort" / run)
-    assert net.orders == config.section["orders"]
+    fixtures = Path(__file__).parent / "fixtures" / "effort"
+    net, config = load_effort(fixtures / "mlp-effort")
+    assert net.orders == config.section["orders"] and net.objective == "macs"  # tuned for MACs then
     for tuned in config.section["tuned"]:
         accuracy, macs = evaluate(net, synthetic.test_x, synthetic.test_y, EffortSettings.from_json(tuned["settings"]))
         assert (accuracy, macs) == pytest.approx((tuned["test_accuracy"], tuned["test_macs"]), rel=1e-6)
+    with pytest.raises(DynscaleError, match="layer 'features.7' of the effort run's tuned bound 0 has spet and sdss; "
+                                            ".*one per layer: tune the run again with `dynscale effort tune`"):
+        load_effort(fixtures / "vgg16-effort")
 
 
 class SmallResidual(nn.Module):
@@ -574,12 +630,13 @@ def small_residual():
     return SmallResidual()
 
 
-def test_a_converted_run_takes_effort_tune_and_sweep(tmp_path, capsys):
+def test_a_converted_run_takes_effort_tune_and_sweep(tmp_path, capsys, monkeypatch):
     from dynscale.cli import main
     from dynscale.convert import convert_to_run
     from dynscale.effort import load_effort
 
     run = convert_to_run(f"{__file__}:small_residual", (1, 8, 8), tmp_path / "conv", data="synthetic")
+    prefilled_costs(run, ["spet"], monkeypatch)
     assert main(["effort", "tune", str(run), "--data", "synthetic", "--max-loss", "5", "--knobs", "spet",
                  "--examples", "100", "--threads", "1"]) == 0
     out = tmp_path / "conv-effort-spet"

@@ -33,13 +33,14 @@ def add_commands(sub) -> None:
     p.add_argument("--out", type=opt.path, default=None,
                    help="the effort run to write (default: RUN-effort beside the run)")
     p.add_argument("--force", action="store_true", help="replace an existing effort run at --out")
-    add_threads(p)
+    add_threads(p, 1)
     add_quiet(p)
     p.set_defaults(func=tune)
 
-    p = group.add_parser("sweep", help="each tuned bound as an operating point: accuracy, MACs, wall-clock")
+    p = group.add_parser("sweep", help="each tuned bound as an operating point beside the dense network, the knobs off "
+                                       "and static int8: accuracy, MACs counted, wall-clock measured")
     p.add_argument("runs", type=opt.run_directory, nargs="+", help="effort runs (dynscale effort tune)")
-    add_sweep_options(p)
+    add_sweep_options(p, runtime="torch,onnxruntime")
     p.set_defaults(func=sweep)
 
 
@@ -50,7 +51,7 @@ def tune(args: argparse.Namespace) -> None:
     settings = TuneSettings(**fields_of(args, TuneSettings))
     data = dataset(args.data) if args.data else None
     written = tune_run(args.run, settings.max_loss, settings.knobs, data, settings.examples, args.out,
-                       force=args.force)
+                       force=args.force, batches=settings.batch, objective=settings.objective, threads=args.threads)
     print(f"wrote {written}")
     config = RunConfig.read(written)
     for name, text in get_kind(config.kind).summary(config):
@@ -61,7 +62,7 @@ def sweep(args: argparse.Namespace) -> None:
     from .runs import sweep_effort_runs
 
     data = dataset(args.data) if args.data else None
-    settings = timing(args, runtimes=["torch"]) if args.latency else None
+    settings = timing(args, runtimes=args.runtime) if args.latency else None
     curves = sweep_effort_runs(args.runs, data=data, timing=settings)
     sweep_report(args, curves, settings, "DyVEDeep: accuracy vs MACs performed",
                  "mean MACs performed relative to the dense network")

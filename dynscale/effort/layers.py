@@ -1,27 +1,47 @@
-"""Effort layers: a convolution or linear layer (batch-norm folded in, ReLU fused) whose knobs
-skip or approximate work per example, and which counts the multiply-accumulates it performs."""
+"""Effort layers: a convolution or linear layer (batch-norm folded in, ReLU fused) that runs its
+knob (:mod:`dynscale.effort.knobs`) or, without one, the dense kernel the measured cost table
+says is faster for its batch size, and which counts the multiply-accumulates it performs."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import conv_at_positions, simulate_positions
-from .primitive import linear_at
-from .settings import SDSS, SFMA, LayerEffort
+from ..eval.profiling import span
+from .kernels import KERNELS, convolve
+from .knobs import KnobResult, sdss, sfma, spet_conv, spet_linear
+from .primitive import rows_weight
+from .settings import LayerEffort
 
 
 class EffortLayer(nn.Module):
-    """What effort layers share: their knobs and the MACs of their last forward pass."""
+    """What effort layers share: their knob, their dense kernel per batch size, and what their
+    last forward pass did.
+
+    Attributes:
+        effort: the knob settings.
+        kernels: (batch size, grid) → the dense kernel (:data:`~dynscale.effort.kernels.KERNELS`)
+            measured fastest for the layer (grid 1) or for SDSS's grid convolution of that
+            stride, at that batch size; the nearest measured batch size (in ratio) decides,
+            ``"conv"`` without any.
+        input_size: the input's shape without the batch, as last seen.
+    """
 
     relu: bool
 
     def __init__(self) -> None:
         super().__init__()
         self.effort = LayerEffort()
-        self.last_macs: torch.Tensor | None = None  # (B,) float64, per example
-        self.simulate = False  # dense convolutions for the same outputs and counts (tuning)
+        self.kernels: dict[tuple[int, int], str] = {}
+        self._last_macs: Callable[[], torch.Tensor] | None = None  # computes them when asked
+        self._last_result: KnobResult | None = None
+        self.input_size: tuple[int, ...] | None = None
+        self._derived: dict = {}
         # Where no earlier layer's outputs can be permuted (the first layer), the input is
         # gathered into significance order at run time (data movement, no arithmetic).
         self.register_buffer("input_order", None)
@@ -32,7 +52,58 @@ class EffortLayer(nn.Module):
         self.input_order = order.clone()
 
     def _ordered(self, x: torch.Tensor) -> torch.Tensor:
+        self.input_size = tuple(x.shape[1:])
         return x if self.input_order is None else x.index_select(1, self.input_order)
+
+    def derived(self, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A tensor computed from the weight once (split, summed, normed), made again only when
+        the weight changes (reordered, loaded)."""
+        stamp = (self.weight.data_ptr(), self.weight._version)
+        entry = self._derived.get(key)
+        if entry is None or entry[0] != stamp:
+            entry = self._derived[key] = (stamp, make())
+        return entry[1]
+
+    def kernel_for(self, batch: int, grid: int = 1) -> str:
+        """The dense kernel at ``batch`` (of SDSS's grid convolution of stride ``grid``; 1: the
+        layer's own): that of the nearest measured batch size."""
+        measured = [b for b, g in self.kernels if g == grid]
+        if not measured:
+            return "conv"
+        nearest = min(measured, key=lambda b: (abs(math.log(b / batch)), b))
+        return self.kernels[nearest, grid]
+
+    def set_kernels(self, kernels: dict[tuple[int, int], str]) -> None:
+        """Sets the dense kernels per (batch size, grid).
+
+        Raises:
+            ValueError: for an unknown kernel.
+        """
+        for kernel in kernels.values():
+            if kernel not in KERNELS:
+                raise ValueError(f"unknown dense kernel {kernel!r}; the kernels are {', '.join(KERNELS)}")
+        self.kernels = {(int(b), int(g)): k for (b, g), k in kernels.items()}
+
+    def _record(self, result: KnobResult) -> torch.Tensor:
+        self._last_result = replace(result, out=None)  # not the output: it would stay in memory
+        self._last_macs = self._last_result.count
+        return result.out
+
+    def _record_dense(self, batch: int, macs: int) -> None:
+        self._last_result = None
+        self._last_macs = lambda: torch.full((batch,), float(macs), dtype=torch.float64)
+
+    @property
+    def last_macs(self) -> torch.Tensor | None:
+        """``(B,)`` float64: the multiply-accumulates per example of the last forward pass
+        (counted when asked), or None before any."""
+        return None if self._last_macs is None else self._last_macs()
+
+    @property
+    def last_active(self) -> torch.Tensor | None:
+        """``(B, U)`` bool: the knob's units of work each example of the last forward pass
+        needed (None without a knob)."""
+        return None if self._last_result is None else self._last_result.active
 
     def check(self, effort: LayerEffort, name: str) -> None:
         """Refuses knobs this layer cannot take.
@@ -50,12 +121,9 @@ class EffortLayer(nn.Module):
 
 
 class EffortConv2d(EffortLayer):
-    """A convolution (batch-norm folded, optional ReLU) with the SPET, SDSS and SFMA knobs.
-
-    Decisions are made per example: SDSS fills calm neurons of each output map from a
-    stride-2 grid, SFMA reads each input channel's uniform windows as their mean, SPET stops
-    neurons whose partial sum predicts a zero, and the rest is computed exactly by
-    :func:`~dynscale.effort.kernels.conv_at_positions`.
+    """A convolution (batch-norm folded, optional ReLU) with one of the SPET, SDSS and SFMA
+    knobs (:mod:`dynscale.effort.knobs`), decided per example; without one, the dense
+    convolution on the kernel measured faster for the batch size.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, conv: nn.Conv2d, relu: bool) -> None:
@@ -81,93 +149,57 @@ class EffortConv2d(EffortLayer):
                 return ("is a depthwise convolution: each neuron reads one input channel, so SPET has no partial sum "
                         "over the first channels to stop early")
             if effort.sfma.active:
-                return ("is a depthwise convolution: testing a window for uniformity costs as many MACs as the "
+                return ("is a depthwise convolution: testing a tile for uniformity costs as many MACs as the "
                         "convolution itself (kh·kw per channel and position), so SFMA cannot save work")
-            return ("is a depthwise convolution; SDSS's sparse kernels take ungrouped convolutions (a depthwise one "
-                    "costs only kh·kw MACs per output)")
+            return ("is a depthwise convolution; SDSS's exact positions run as one matrix product over all channels, "
+                    "which a depthwise convolution does not have (it costs only kh·kw MACs per output)")
         return "is a grouped convolution; effort knobs take ungrouped ones"
 
-    def macs_per_position(self, channels: int | None = None) -> int:
-        """Multiply-accumulates of one output position (over ``channels`` inputs; all by default)."""
-        kh, kw = self.weight.shape[2:]
-        return self.weight.shape[0] * (channels or self.weight.shape[1]) * kh * kw
+    def macs_per_position(self) -> int:
+        """Multiply-accumulates of one output position (every output channel)."""
+        return self.weight[0].numel() * self.weight.shape[0]
+
+    def columns_weight(self) -> torch.Tensor:
+        """``(C_in·kh·kw, C_out)``: the weight as im2col's matrix product reads it (kept)."""
+        return self.derived("columns", lambda: self.weight.flatten(1).t().contiguous())
+
+    def ordered_weight(self) -> torch.Tensor:
+        """``(kh·kw·C_in, C_out)``: the weight as gathered columns read it (kept)."""
+        return self.derived("rows", lambda: rows_weight(self.weight))
+
+    def dense(self, x: torch.Tensor, kernel: str | None = None, grid: int = 1) -> torch.Tensor:
+        """The layer without a knob — or, with ``grid`` > 1, its output on SDSS's grid of that
+        stride (the layer's stride times ``grid``) — on ``kernel`` (default: the one measured
+        fastest at this batch size); ReLU applied where the layer has one."""
+        kernel = kernel or self.kernel_for(len(x), grid)
+        stride = (self.stride[0] * grid, self.stride[1] * grid)
+        if self.groups != 1:
+            y = F.conv2d(x, self.weight, self.bias, stride, self.padding, self.dilation, self.groups)
+        else:
+            y = convolve(x, self.weight, self.bias, stride, self.padding, self.dilation, kernel,
+                         self.columns_weight() if kernel == "gemm" else None)
+        return F.relu_(y) if self.relu else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H', W')
         x = self._ordered(x)
-        effort = self.effort
-        if not effort.active:
-            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-            self.last_macs = torch.full((len(x),), float(self.macs_per_position() * y.shape[2] * y.shape[3]),
-                                        dtype=torch.float64)
-            return F.relu(y) if self.relu else y
-        kh, kw = self.weight.shape[2:]
-        height = (x.shape[2] + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        width = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        out = x.new_zeros(len(x), self.weight.shape[0], height, width)
-        macs = torch.zeros(len(x), dtype=torch.float64)
-        skip = self._sample(x, effort.sdss, out, macs) if effort.sdss.active else None  # (B, C_out, H', W')
-        uniform = means = None
-        if effort.sfma.active:
-            uniform, means = self._uniform_windows(x, effort.sfma, macs)  # (B, C_in, H', W') each
-        if skip is None:
-            positions = torch.ones(len(x), height, width, dtype=torch.bool).nonzero()
-        else:
-            positions = (~skip).any(1).nonzero()  # where some neuron is left to compute
-        first = max(1, min(self.weight.shape[1], round(effort.spet.fraction * self.weight.shape[1])))
-        compute = simulate_positions if self.simulate else conv_at_positions
-        compute(x, self.weight, self.bias, positions, self.stride, self.padding, self.dilation, out, macs, first,
-                effort.spet.threshold, self.relu, skip, uniform, means)
-        self.last_macs = macs
-        return out
+        knob = self.effort.knob
+        if knob is None:
+            with span("effort.kernel"):
+                y = self.dense(x)
+            self._record_dense(len(x), self.macs_per_position() * y.shape[2] * y.shape[3])
+            return y
+        return self._record(self.run_knob(x, knob))
 
-    def _sample(self, x: torch.Tensor, sdss: SDSS, out: torch.Tensor, macs: torch.Tensor) -> torch.Tensor:
-        """SDSS, per output map: the exact output on a stride-2 grid; a neuron whose surrounding
-        grid values (in its own map) are all insignificant, or all within the spread of each
-        other, is filled by bilinear interpolation. Returns the neurons computed on the grid or
-        filled, ``(B, C_out, H', W')``."""
-        s = sdss.stride
-        coarse = F.conv2d(x, self.weight, self.bias, tuple(st * s for st in self.stride), self.padding, self.dilation)
-        coarse = F.relu(coarse) if self.relu else coarse  # (B, C, Hg, Wg): positions (s·i, s·j)
-        hg, wg = coarse.shape[2:]
-        macs += self.macs_per_position() * hg * wg
-        done = torch.zeros(out.shape, dtype=torch.bool)
-        out[:, :, ::s, ::s] = coarse
-        done[:, :, ::s, ::s] = True
-        if hg < 2 or wg < 2:
-            return done
-        high = F.max_pool2d(coarse, 2, 1)  # (B, C, Hg-1, Wg-1): the four corners of each cell
-        low = -F.max_pool2d(-coarse, 2, 1)
-        largest = F.max_pool2d(coarse.abs(), 2, 1)  # |y|: without a ReLU, outputs may be negative
-        calm = (largest < sdss.insignificant) | (high - low < sdss.spread)  # (B, C, Hg-1, Wg-1)
-        # A neuron is filled when every cell touching it is calm in its map: cell centres sit at
-        # odd positions of the fine grid, and a 3×3 maximum gathers the cells around a position.
-        extent = (s * (hg - 1) + 1, s * (wg - 1) + 1)
-        restless = x.new_zeros(*coarse.shape[:2], *extent)
-        restless[:, :, 1::2, 1::2] = (~calm).to(x.dtype)
-        fill = F.max_pool2d(restless, 3, 1, 1) == 0  # (B, C, He, We)
-        fill &= ~done[:, :, :extent[0], :extent[1]]
-        up = F.interpolate(coarse, size=extent, mode="bilinear", align_corners=True)
-        region = out[:, :, :extent[0], :extent[1]]
-        region.copy_(torch.where(fill, up, region))
-        done[:, :, :extent[0], :extent[1]] |= fill
-        macs += fill.sum((1, 2, 3)).to(torch.float64) * 4  # bilinear: four products a value
-        return done
-
-    def _uniform_windows(self, x: torch.Tensor, sfma: SFMA, macs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SFMA's statistics, per input channel and output position: whether the window's
-        variance is below the threshold, ``(B, C_in, H', W')``, and the window's mean."""
-        kernel = tuple(self.weight.shape[2:])
-        mean = F.avg_pool2d(x, kernel, self.stride, self.padding, count_include_pad=True)  # (B, C_in, H', W')
-        square = F.avg_pool2d(x * x, kernel, self.stride, self.padding, count_include_pad=True)
-        uniform = square - mean * mean < sfma.threshold
-        macs += self.weight.shape[1] * kernel[0] * kernel[1] * mean.shape[2] * mean.shape[3]  # the x² window sums
-        return uniform, mean
+    def run_knob(self, x: torch.Tensor, knob: str, force: torch.Tensor | None = None) -> KnobResult:
+        """The layer with its ``knob`` (set in ``effort``) on an input already in order;
+        ``force`` replaces its decision (see :mod:`dynscale.effort.knobs`)."""
+        run = {"spet": spet_conv, "sdss": sdss, "sfma": sfma}[knob]
+        return run(self, x, getattr(self.effort, knob), self.kernel_for(len(x)), force)
 
 
 class EffortLinear(EffortLayer):
-    """A linear layer (batch-norm folded, optional ReLU) with SPET on each neuron, per example:
-    the partial sum over the first inputs for every neuron, the rest only for the neurons whose
-    partial sum reaches the threshold."""
+    """A linear layer (batch-norm folded, optional ReLU) with SPET on each neuron, per example
+    (:func:`dynscale.effort.knobs.spet_linear`)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool) -> None:
         super().__init__()
@@ -180,20 +212,19 @@ class EffortLinear(EffortLayer):
         if effort.sdss.active or effort.sfma.active:
             raise ValueError(f"layer {name!r} is a linear layer; SDSS and SFMA take convolutions")
 
+    def dense(self, x: torch.Tensor, kernel: str | None = None, grid: int = 1) -> torch.Tensor:
+        """The layer without a knob (one dense kernel, no grid: the arguments are ignored)."""
+        y = F.linear(x, self.weight, self.bias)
+        return F.relu_(y) if self.relu else y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, K) -> (B, N_out)
         x = self._ordered(x)
-        n_out, k = self.weight.shape
-        spet = self.effort.spet
-        first = max(1, min(k, round(spet.fraction * k)))
-        if not spet.active or first == k:  # with every input in the partial sum, nothing to skip
-            y = F.linear(x, self.weight, self.bias)
-            self.last_macs = torch.full((len(x),), float(n_out * k), dtype=torch.float64)
-            return F.relu(y) if self.relu else y
-        partial = F.linear(x[:, :first], self.weight[:, :first], self.bias)  # (B, N_out)
-        needed = partial >= spet.threshold
-        pairs = needed.nonzero()  # (N, 2): (example, neuron)
-        y = torch.zeros_like(partial)
-        y[needed] = partial[needed] + linear_at(x[:, first:], self.weight[:, first:], pairs)
-        self.last_macs = (torch.full((len(x),), float(n_out * first), dtype=torch.float64)
-                          + needed.sum(1).to(torch.float64) * (k - first))
-        return F.relu(y)
+        if not self.effort.spet.active:
+            self._record_dense(len(x), self.weight.numel())
+            with span("effort.kernel"):
+                return self.dense(x)
+        return self._record(self.run_knob(x, "spet"))
+
+    def run_knob(self, x: torch.Tensor, knob: str, force: torch.Tensor | None = None) -> KnobResult:
+        """The layer with SPET on an input already in order; ``force`` replaces its decision."""
+        return spet_linear(self, x, self.effort.spet, "linear", force)

@@ -33,6 +33,16 @@ BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 STAGES = 6  # cuts the tuner reruns from (each keeps the held-out data's activations there)
 
 
+def plain_network(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` as a plain network in eval mode: width-scaled models exported at
+    width 1 (:func:`dynscale.export.dense`), others copied as they are."""
+    if any(isinstance(m, WidthScaled) for m in model.modules()):
+        from ..export import dense
+
+        return dense(model, 1.0, example[:1])
+    return copy.deepcopy(model).eval()
+
+
 def _fold(layer: nn.Module, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
     weight = layer.weight.detach().clone()
     bias = layer.bias.detach().clone() if layer.bias is not None else torch.zeros(weight.shape[0])
@@ -133,12 +143,8 @@ class EffortNet(nn.Module):
         self.original = model.eval()
         if example is None:
             example = calibration[:1] if calibration is not None else torch.zeros(1, *input_shape(model))
-        plain = copy.deepcopy(model)
-        if any(isinstance(m, WidthScaled) for m in plain.modules()):
-            from ..export import dense
-
-            plain = dense(model, 1.0, example[:1])
-        graph = trace(plain.eval(), example[:1])
+        plain = plain_network(model, example)
+        graph = trace(plain, example[:1])
         self.net, self.layer_names, self.dense_reasons = self._build(plain, graph)
         self._graph = graph  # a plain attribute: its GraphModule calls the effort layers too
         self.orders = self._order(calibration, orders)
@@ -146,6 +152,8 @@ class EffortNet(nn.Module):
         self.settings = EffortSettings()
         self.set_settings(settings or EffortSettings())
         self.eval()
+        with torch.no_grad():
+            self.net(example[:1])  # each layer notes its input size (the cost table's signatures)
 
     @property
     def config(self):
@@ -271,13 +279,6 @@ class EffortNet(nn.Module):
         for name, layer in layers.items():
             layer.effort = settings.layers.get(name, LayerEffort())
         self.settings = settings
-
-    def simulate(self, on: bool = True) -> EffortNet:
-        """Computes each layer's chosen positions with dense convolutions (same outputs up to
-        rounding, same counts; what tuning uses) or, with ``on=False``, for real."""
-        for layer in self.layers.values():
-            layer.simulate = on
-        return self
 
     def off(self) -> EffortNet:
         """Runs the model as given from now on: outputs bit-identical to it."""

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 
 KNOBS = ("spet", "sdss", "sfma")
+MAX_STRIDE = 4  # SDSS: a coarser grid interpolates across more than the 3×3 windows it stands for
+MAX_TILE = 8
 
 
 def _finite_non_negative(value: float, what: str) -> float:
@@ -17,11 +19,13 @@ def _finite_non_negative(value: float, what: str) -> float:
 
 @dataclass(frozen=True)
 class SPET:
-    """Saturation prediction and early termination (neuron level), for layers followed by ReLU.
+    """Saturation prediction and early termination, for layers followed by ReLU, at the
+    granularity of whole filters (a convolution) or neurons (a linear layer).
 
     The partial sum over the first ``fraction`` of the input channels (ordered offline by
-    significance) is computed; where a neuron's is below ``threshold``, its output is 0 and
-    the rest of its sum is skipped.
+    significance) is computed for every filter; a filter whose partial map stays below
+    ``threshold`` everywhere is predicted zero for that example (its output map is 0), and the
+    rest of the sum is computed only for the others.
     With ``fraction=1`` the whole sum is the partial sum: nothing is skipped and the threshold
     is not applied (``fraction=1, threshold=0`` is ReLU itself).
     """
@@ -38,26 +42,26 @@ class SPET:
 
     @property
     def active(self) -> bool:
-        return self.fraction < 1 or self.threshold > 0
+        return self.fraction < 1
 
 
 @dataclass(frozen=True)
 class SDSS:
-    """Significance-driven selective sampling (feature level).
-
-    Each output map is computed exactly on a ``stride``-spaced grid; a neuron whose surrounding
-    grid values in its map are all below ``insignificant`` (after ReLU), or all within
-    ``spread`` of each other, is filled by bilinear interpolation, and computed exactly otherwise.
-    ``stride=1`` or both thresholds 0 does nothing.
+    """Significance-driven selective sampling, as perforation: the output is computed exactly
+    on a ``stride``-spaced grid of positions (one dense strided convolution); an output
+    position between grid positions is filled by bilinear interpolation when the four grid
+    positions around it are, over every output channel, all below ``insignificant`` in
+    magnitude or all within ``spread`` of each other (per channel), and computed exactly
+    otherwise. ``stride=1`` or both thresholds 0 does nothing.
     """
 
-    stride: int = 1
+    stride: int = 2
     insignificant: float = 0.0
     spread: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.stride, bool) or int(self.stride) != self.stride or self.stride not in (1, 2):
-            raise ValueError(f"SDSS stride must be 1 or 2, got {self.stride}")
+        if isinstance(self.stride, bool) or int(self.stride) != self.stride or not 1 <= self.stride <= MAX_STRIDE:
+            raise ValueError(f"SDSS stride must be a whole number from 1 to {MAX_STRIDE}, got {self.stride}")
         object.__setattr__(self, "stride", int(self.stride))
         object.__setattr__(self, "insignificant", _finite_non_negative(self.insignificant, "SDSS threshold"))
         object.__setattr__(self, "spread", _finite_non_negative(self.spread, "SDSS spread threshold"))
@@ -69,17 +73,22 @@ class SDSS:
 
 @dataclass(frozen=True)
 class SFMA:
-    """Similarity-based feature-map approximation (layer level).
-
-    Where an input channel's values under a convolution window are nearly uniform (variance
-    below ``threshold``), that channel's k×k dot product is replaced by mean(x) · Σw, one
-    product per neuron. ``threshold=0`` does nothing.
+    """Similarity-based feature-map approximation on uniform tiles: the output is cut into
+    ``tile``×``tile`` tiles; where a tile's input region is uniform enough that reading every
+    window as its mean changes no output of the tile by more than ``threshold`` (a bound from
+    the region's per-channel spread and the filters' norms), the whole tile gets
+    mean(x)·Σw, one product per input channel and filter; other tiles are computed exactly.
+    ``threshold=0`` does nothing.
     """
 
     threshold: float = 0.0
+    tile: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", _finite_non_negative(self.threshold, "SFMA threshold"))
+        if isinstance(self.tile, bool) or int(self.tile) != self.tile or not 2 <= self.tile <= MAX_TILE:
+            raise ValueError(f"SFMA tile must be a whole number from 2 to {MAX_TILE}, got {self.tile}")
+        object.__setattr__(self, "tile", int(self.tile))
 
     @property
     def active(self) -> bool:
@@ -88,15 +97,33 @@ class SFMA:
 
 @dataclass(frozen=True)
 class LayerEffort:
-    """The three knobs of one layer."""
+    """The knobs of one layer, of which one at most may act: each runs the layer's whole
+    computation its own way (a perforated grid, tiles, a split over the input channels), and
+    they do not compose on one layer.
+
+    Raises:
+        ValueError: when more than one knob acts.
+    """
 
     spet: SPET = field(default_factory=SPET)
     sdss: SDSS = field(default_factory=SDSS)
     sfma: SFMA = field(default_factory=SFMA)
 
+    def __post_init__(self) -> None:
+        acting = [k for k in KNOBS if getattr(self, k).active]
+        if len(acting) > 1:
+            raise ValueError(f"sets {' and '.join(acting)}, but a layer takes one knob at a time (settings tuned "
+                             "before dynscale ran the knobs on dense kernels: tune them again with "
+                             "`dynscale effort tune`)")
+
     @property
     def active(self) -> bool:
-        return self.spet.active or self.sdss.active or self.sfma.active
+        return self.knob is not None
+
+    @property
+    def knob(self) -> str | None:
+        """The knob that acts, if one does."""
+        return next((k for k in KNOBS if getattr(self, k).active), None)
 
     def to_json(self) -> dict:
         return {k: asdict(getattr(self, k)) for k in KNOBS if getattr(self, k).active}
@@ -111,7 +138,7 @@ class LayerEffort:
         try:
             return cls(SPET(**doc.get("spet", {})), SDSS(**doc.get("sdss", {})), SFMA(**doc.get("sfma", {})))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise ValueError(f"{where} {e}" if str(e).startswith("sets ") else f"{where}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,20 @@
 """Tuning the knobs (SPEC §2): per-layer settings searched greedily on held-out data, to save
-as many multiply-accumulates as an accuracy-loss bound allows.
+as much measured time (or, on request, as many counted multiply-accumulates) as an
+accuracy-loss bound allows.
 
-First every single move — one layer's knob at one level of a ladder of rising aggressiveness,
-scaled to that layer's own activations — is measured alone. Then, per bound, the moves are
-tried in order of MACs saved per accuracy point lost, each kept only if the network with all
-kept moves still stays within the bound on the held-out data.
+First every single move — one layer's knob at one structural setting and one level of
+aggressiveness — is measured alone. A level is a quantile of the knob's own decision
+statistic on that layer's held-out activations (SPET: each filter's partial maximum; SDSS:
+each grid cell's spread; SFMA: each tile's error bound), so the ladder of a layer spans the
+shares of work the knob can skip there. Then, per bound and batch size, the moves are tried in
+order of time saved per accuracy point lost, each kept only if the network with all kept moves
+stays within the bound on the held-out data and is predicted faster.
+
+The time of a setting is predicted per layer from the measured cost table
+(:mod:`dynscale.effort.costs`) at the active fraction the knob reached on the held-out data
+at that batch size (SPET computes the union of a batch's filters, so its fraction grows with
+the batch); a layer whose knob cannot beat its fastest dense kernel stays dense. The batch
+size enters only there: a search per batch size gives one set of settings per (bound, batch).
 
 The loss the bound limits is one-sided: the share of held-out examples the dense network
 classifies correctly and the knobs get wrong. Examples the knobs happen to fix do not pay for
@@ -15,45 +25,72 @@ VGG-16, net accuracy held within 0.25 points on 2,000 held-out images lost 1.7 o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..progress import progress_bar
-from .layers import EffortConv2d
+from .costs import CostTable, layer_seconds, measure, variants
+from .kernels import batch_fraction
+from .knobs import cell_spread, first_channels, sfma_tiling, spet_partial, tile_bounds
+from .layers import EffortLayer
 from .net import EffortNet
 from .settings import KNOBS, SDSS, SFMA, SPET, EffortSettings, LayerEffort
 
-# Ladders of aggressiveness, in units of each layer's own statistics (see `layer_statistics`).
-SPET_LADDER = [(0.9, 0.0), (0.75, 0.0), (0.6, 0.0), (0.5, 0.0), (0.4, 0.0), (0.25, 0.0), (0.25, 0.1)]
-SDSS_LADDER = [0.05, 0.1, 0.2, 0.4, 0.8]
-SFMA_LADDER = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+LEVELS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # quantiles of each knob's decision statistic
+STATISTICS_EXAMPLES = 256  # held-out examples the ladders are scaled on
+OBJECTIVES = ("time", "macs")
 
 
 @dataclass(frozen=True)
 class Move:
-    """One layer's knob set to one level (index into its ladder), and what it did alone."""
+    """One layer's knob at one structural setting and level, and what it did alone.
+
+    Attributes:
+        layer, knob: where and what.
+        variant: the structural setting (SPET's fraction, SDSS's stride, SFMA's tile).
+        level: index into :data:`LEVELS`.
+        effort: the layer's settings with this move.
+        loss: share of the held-out examples it breaks (right when dense, wrong with it).
+        active: per tuned batch size, the share of the knob's work it kept on the held-out data.
+        saved_macs: mean MACs per example it saves.
+    """
 
     layer: str
     knob: str
+    variant: float
     level: int
-    setting: object
-    loss: float = 0.0  # share of the held-out examples it breaks (right when dense, wrong with it)
-    saved: float = 0.0  # mean MACs per example saved
+    effort: LayerEffort
+    loss: float = 0.0
+    active: dict[int, float] = field(default_factory=dict)
+    saved_macs: float = 0.0
 
 
 @dataclass
 class Tuned:
-    """The settings chosen for one loss bound, and what they did on the held-out data."""
+    """The settings chosen for one loss bound and batch size, and what they did on the
+    held-out data (``seconds``: the predicted time per batch, None when tuned for MACs)."""
 
     max_loss: float  # accuracy points
+    batch: int
     settings: EffortSettings
     accuracy: float
     broken: float  # share of held-out examples right when dense and wrong with the settings
     macs: float
     dense_accuracy: float
     dense_macs: float
+    seconds: float | None = None
+    dense_seconds: float | None = None
+
+
+@dataclass
+class Record:
+    """What one layer did on the held-out data: MACs ``(N,)`` and active units ``(N, U)`` or None."""
+
+    macs: torch.Tensor
+    active: torch.Tensor | None
 
 
 @torch.no_grad()
@@ -73,7 +110,7 @@ class StagedEvaluator:
     """Measures settings on held-out data, recomputing only from the stage a move changes.
 
     The network's segments (:meth:`EffortNet.segments`, cut at stage boundaries of its graph)
-    run in order; the input of every segment and the MACs of every segment are kept for the
+    run in order; the input of every segment and each layer's :class:`Record` are kept for the
     settings last accepted, so a move in a late layer reruns only the end. The first settings
     measured are the reference whose correct examples ``broken`` counts against.
     """
@@ -86,107 +123,176 @@ class StagedEvaluator:
                                     if any(m is layer for m in stage.modules())) for name, layer in layers.items()}
         self.settings: EffortSettings | None = None
         self.inputs: list[torch.Tensor] = []
-        self.stage_macs: list[torch.Tensor] = []
+        self.kept: dict[str, Record] = {}
+        self.records: dict[str, Record] = {}  # of the last measured settings
         self.reference_correct: torch.Tensor | None = None  # (N,) bool
         self.broken = 0.0  # of the last measured settings
+        self._last: tuple | None = None
 
     @torch.no_grad()
-    def _run(self, settings: EffortSettings, start: int) -> tuple[float, float, list, list]:
+    def _run(self, settings: EffortSettings, start: int) -> tuple[float, list, dict[str, Record]]:
         self.net.set_settings(settings)
         inputs = self.inputs[:start + 1] if start else [self.x]
-        stage_macs = self.stage_macs[:start]
+        records = {n: r for n, r in self.kept.items() if self.stage_of[n] < start}
         layers = self.net.layers
         h = inputs[start]
         for s in range(start, len(self.stages)):
             if s > start:
                 inputs.append(h)
             h = self.stages[s](h)
-            counts = [layers[n].last_macs for n, st in self.stage_of.items() if st == s]
-            stage_macs.append(torch.stack(counts).sum(0) if counts else torch.zeros(len(self.x), dtype=torch.float64))
+            for name in (n for n, st in self.stage_of.items() if st == s):
+                records[name] = Record(layers[name].last_macs, layers[name].last_active)
         correct = h.argmax(1) == self.y  # (N,)
         if self.reference_correct is None:
             self.reference_correct = correct
         self.broken = (self.reference_correct & ~correct).float().mean().item()
-        return correct.float().mean().item(), torch.stack(stage_macs).sum(0).mean().item(), inputs, stage_macs
+        return correct.float().mean().item(), inputs, records
 
-    def measure(self, settings: EffortSettings, changed: str | None = None, keep: bool = False) -> tuple[float, float]:
-        """Accuracy and mean MACs of ``settings``, which differ from the last kept ones only in
-        layer ``changed`` (None: anywhere); ``keep`` makes them the new base. ``self.broken``
-        is then their share of broken examples."""
+    def measure(self, settings: EffortSettings, changed: str | None = None, keep: bool = False) -> float:
+        """Accuracy of ``settings``, which differ from the last kept ones only in layer
+        ``changed`` (None: anywhere); ``keep`` makes them the new base. ``self.broken`` and
+        ``self.records`` are then theirs."""
         start = self.stage_of[changed] if changed is not None and self.settings is not None else 0
-        accuracy, macs, inputs, stage_macs = self._run(settings, start)
+        accuracy, inputs, self.records = self._run(settings, start)
+        self._last = (settings, inputs)
         if keep:
-            self.settings, self.inputs, self.stage_macs = settings, inputs, stage_macs
-        return accuracy, macs
+            self.accept()
+        return accuracy
+
+    def accept(self) -> None:
+        """Makes the last measured settings the new base (without running them again)."""
+        self.settings, self.inputs = self._last
+        self.kept = self.records
+
+    @property
+    def macs(self) -> float:
+        """Mean MACs per example of the last measured settings."""
+        return mean_macs(self.records)
+
+    @property
+    def kept_macs(self) -> float:
+        """Mean MACs per example of the kept settings."""
+        return mean_macs(self.kept)
+
+
+def mean_macs(records: dict[str, Record]) -> float:
+    """Mean MACs per example over the layers' records."""
+    return torch.stack([r.macs for r in records.values()]).sum(0).mean().item()
+
+
+class Objective:
+    """What the search minimises at one batch size: the predicted time per batch from the
+    cost table (``table``), or, without one, the counted MACs per example."""
+
+    def __init__(self, net: EffortNet, batch: int, table: CostTable | None, threads: int) -> None:
+        self.layers, self.batch, self.table, self.threads = net.layers, batch, table, threads
+
+    def layer(self, name: str, effort: LayerEffort, record: Record | None) -> float:
+        """One layer's predicted seconds per batch (0 when tuning for MACs)."""
+        if self.table is None:
+            return 0.0
+        fraction = 1.0 if record is None or record.active is None else \
+            batch_fraction(record.active, self.batch, union=effort.knob == "spet")
+        return layer_seconds(self.table, self.layers[name], effort, self.batch, self.threads, fraction)
+
+    def total(self, settings: EffortSettings, records: dict[str, Record]) -> float:
+        """The network's predicted seconds per batch (its layers'), or its mean MACs."""
+        if self.table is None:
+            return mean_macs(records)
+        return sum(self.layer(n, settings.layers.get(n, LayerEffort()), records.get(n)) for n in self.layers)
+
+    def saving(self, move: Move) -> float:
+        """What ``move`` alone saves: seconds per batch, or MACs per example."""
+        if self.table is None:
+            return move.saved_macs
+        dense = self.layer(move.layer, LayerEffort(), None)
+        knob = layer_seconds(self.table, self.layers[move.layer], move.effort, self.batch, self.threads,
+                             move.active[self.batch])
+        return dense - knob
+
+
+def _above(value: float) -> float:
+    """A threshold that lets ``value`` itself pass a strict ``<`` test (float32-safe)."""
+    return max(float(value) * (1 + 1e-6), 1e-30)
+
+
+def _quantiles(values: torch.Tensor) -> list[float]:
+    flat = values.flatten().float()
+    if flat.numel() > 1_000_000:
+        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    return torch.quantile(flat, torch.tensor(LEVELS)).tolist()
 
 
 @torch.no_grad()
-def layer_statistics(net: EffortNet, x: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Per layer, on ``x`` with the knobs off: the spread of its pre-activations (SPET's scale),
-    the mean of its outputs (SDSS's) and the mean variance of its input windows (SFMA's)."""
+def _statistic(layer: EffortLayer, x: torch.Tensor, knob: str, variant: float) -> torch.Tensor | None:
+    """The knob's decision statistic on the layer's input ``x`` (already in order), or None
+    where it has none (a map too small for SDSS's cells)."""
+    if knob == "spet":
+        partial = spet_partial(layer, x, first_channels(variant, layer.in_features), layer.kernel_for(len(x)))
+        return partial.amax((2, 3)) if partial.dim() == 4 else partial
+    if knob == "sdss":
+        coarse = layer.dense(x, grid=int(variant))
+        return cell_spread(coarse) if min(coarse.shape[2:]) >= 2 else None
+    return tile_bounds(layer, x, sfma_tiling(layer, x, int(variant)))[0]
+
+
+def _setting(knob: str, variant: float, quantile: float) -> LayerEffort:
+    if knob == "spet":
+        return LayerEffort(spet=SPET(variant, max(0.0, quantile)))
+    if knob == "sdss":
+        return LayerEffort(sdss=SDSS(int(variant), 0.0, _above(quantile)))
+    return LayerEffort(sfma=SFMA(_above(quantile), int(variant)))
+
+
+@torch.no_grad()
+def ladders(net: EffortNet, x: torch.Tensor, knobs: Sequence[str]) -> list[list[Move]]:
+    """Each (layer, knob, structural setting) the layer can take, as moves of rising
+    aggressiveness: thresholds at the :data:`LEVELS` quantiles of the knob's decision statistic
+    on the layer's inputs (the dense network on ``x``)."""
     net.set_settings(EffortSettings())
-    stats: dict[str, dict[str, float]] = {}
-
-    def record(name: str, layer, inputs, output) -> None:
-        (inp,) = inputs
-        entry = {"output": output.abs().mean().item()}
-        if isinstance(layer, EffortConv2d):
-            pre = torch.nn.functional.conv2d(inp, layer.weight, layer.bias, layer.stride, layer.padding,
-                                             layer.dilation, layer.groups)
-            kernel = tuple(layer.weight.shape[2:])
-            mean = torch.nn.functional.avg_pool2d(inp, kernel, layer.stride, layer.padding)
-            square = torch.nn.functional.avg_pool2d(inp * inp, kernel, layer.stride, layer.padding)
-            entry["window_variance"] = (square - mean * mean).clamp_min(0).mean().item()
-        else:
-            pre = torch.nn.functional.linear(inp, layer.weight, layer.bias)
-        entry["pre_std"] = pre.std().item()
-        stats[name] = entry
-
+    inputs: dict[str, torch.Tensor] = {}
     layers = net.layers
-    hooks = [layer.register_forward_hook(lambda m, i, o, n=n: record(n, m, i, o)) for n, layer in layers.items()]
+    hooks = [layer.register_forward_pre_hook(lambda m, args, n=n: inputs.__setitem__(n, m._ordered(args[0])))
+             for n, layer in layers.items()]
     try:
         net(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return stats
-
-
-def ladders(net: EffortNet, stats: dict[str, dict[str, float]], knobs: Sequence[str]) -> list[list[Move]]:
-    """Each (layer, knob) the layer can take, as a list of moves of rising aggressiveness."""
     out = []
-    for name, layer in net.layers.items():
-        s = stats[name]
-        options = {
-            "spet": [SPET(f, t * s["pre_std"]) for f, t in SPET_LADDER],
-            "sdss": [SDSS(2, a * s["output"], a * s["output"]) for a in SDSS_LADDER],
-            "sfma": [SFMA(a * s.get("window_variance", 0.0)) for a in SFMA_LADDER],
-        }
+    for name, layer in layers.items():
         for knob in knobs:
-            moves = [Move(name, knob, i, setting) for i, setting in enumerate(options[knob])]
-            try:
-                layer.check(_with(LayerEffort(), knob, moves[-1].setting), name)
-            except ValueError:
-                continue  # this layer cannot take this knob (a linear layer and SDSS, the classes)
-            if knob == "sfma" and not stats[name].get("window_variance"):
-                continue
-            out.append(moves)
-    return out
-
-
-def _with(effort: LayerEffort, knob: str, setting: object) -> LayerEffort:
-    return replace(effort, **{knob: setting})
+            for variant in variants(layer, knob):
+                statistic = _statistic(layer, inputs[name], knob, variant)
+                if statistic is None:
+                    continue
+                efforts = list(dict.fromkeys(_setting(knob, variant, q) for q in _quantiles(statistic)))
+                out.append([Move(name, knob, variant, i, e) for i, e in enumerate(efforts) if e.active])
+    return [ladder for ladder in out if ladder]
 
 
 def _apply(settings: EffortSettings, move: Move) -> EffortSettings:
-    layers = dict(settings.layers)
-    layers[move.layer] = _with(layers.get(move.layer, LayerEffort()), move.knob, move.setting)
-    return EffortSettings(layers)
+    """The settings with ``move``'s knob on its layer (replacing any other knob there)."""
+    return EffortSettings({**settings.layers, move.layer: move.effort})
+
+
+def _bound_checked(max_losses: Sequence[float], knobs: Sequence[str], batches: Sequence[int], objective: str) -> None:
+    for bound in max_losses:
+        if not (math.isfinite(bound) and 0 <= bound <= 100):
+            raise ValueError(f"an accuracy-loss bound must be between 0 and 100 points, got {bound}")
+    unknown = sorted(set(knobs) - set(KNOBS))
+    if unknown:
+        raise ValueError(f"unknown knob {unknown[0]!r}; the knobs are {', '.join(KNOBS)}")
+    if not batches or any(int(b) != b or b < 1 for b in batches):
+        raise ValueError(f"batch sizes must be whole numbers >= 1, got {list(batches)}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
 
 
 def tune(net: EffortNet, held: tuple[torch.Tensor, torch.Tensor], max_losses: Sequence[float],
-         knobs: Sequence[str] = KNOBS, progress: bool | None = None) -> list[Tuned]:
-    """Searches per-layer knob settings for each accuracy-loss bound.
+         knobs: Sequence[str] = KNOBS, progress: bool | None = None, batches: Sequence[int] = (1,),
+         objective: str = "time", threads: int = 1, table: CostTable | None = None) -> list[Tuned]:
+    """Searches per-layer knob settings for each accuracy-loss bound and batch size.
 
     Args:
         net: the effort network.
@@ -195,54 +301,74 @@ def tune(net: EffortNet, held: tuple[torch.Tensor, torch.Tensor], max_losses: Se
             right and the knobs may get wrong.
         knobs: the knobs to use.
         progress: show progress bars; None shows them only on a terminal.
+        batches: the batch sizes to tune for (one search per bound and batch size).
+        objective: ``"time"`` (the measured cost table's predicted time) or ``"macs"``.
+        threads: the thread count the time is measured and predicted at.
+        table: the cost table (default: the cache's, measured where it lacks an entry).
 
     Returns:
-        One :class:`Tuned` per bound, in the order given; the network is left with no knobs.
+        One :class:`Tuned` per (bound, batch size), bounds outermost in the order given; the
+        network is left with no knobs and with each layer's fastest dense kernel set.
 
     Raises:
-        ValueError: for a negative or non-finite bound, or an unknown knob.
+        ValueError: for a bound outside [0, 100], an unknown knob or objective, or a bad batch size.
     """
-    for bound in max_losses:
-        if not 0 <= bound <= 100:
-            raise ValueError(f"an accuracy-loss bound must be between 0 and 100 points, got {bound}")
-    unknown = sorted(set(knobs) - set(KNOBS))
-    if unknown:
-        raise ValueError(f"unknown knob {unknown[0]!r}; the knobs are {', '.join(KNOBS)}")
+    _bound_checked(max_losses, knobs, batches, objective)
+    if objective == "time":
+        table = measure(net.layers, knobs, batches, threads, table, progress=progress)
+    else:
+        table = None
     x, y = held
-    net.simulate()  # the search needs outputs and counts, not the sparse kernels' speed
     staged = StagedEvaluator(net, x, y)
-    dense_acc, dense_macs = staged.measure(EffortSettings(), keep=True)
-    stats = layer_statistics(net, x)
+    dense_acc = staged.measure(EffortSettings(), keep=True)
+    dense_macs = staged.macs
+    all_ladders = ladders(net, x[:STATISTICS_EXAMPLES], knobs)
     measured: list[Move] = []
-    all_ladders = ladders(net, stats, knobs)
     bar = progress_bar(total=sum(len(ladder) for ladder in all_ladders), progress=progress, desc="effort moves",
                        unit="move")
     for ladder in all_ladders:  # each move alone; a ladder stops at its first move past every bound
         for move in ladder:
-            _, macs = staged.measure(_apply(EffortSettings(), move), move.layer)
-            measured.append(replace(move, loss=staged.broken, saved=dense_macs - macs))
+            staged.measure(_apply(EffortSettings(), move), move.layer)
+            record = staged.records[move.layer]
+            active = {b: batch_fraction(record.active, b, union=move.knob == "spet") for b in batches}
+            measured.append(replace(move, loss=staged.broken, active=active, saved_macs=dense_macs - staged.macs))
             bar.update()
             if staged.broken > max(max_losses) / 100:
                 break
     bar.close()
-    ranked = sorted((m for m in measured if m.saved > 0), key=lambda m: -m.saved / max(m.loss, 1e-4))
     results = []
     for bound in max_losses:
-        settings, acc, macs, broken = EffortSettings(), dense_acc, dense_macs, 0.0
-        staged.measure(settings, keep=True)
-        levels: dict[tuple[str, str], int] = {}
-        for move in progress_bar(ranked, progress, desc=f"bound {bound:g}", unit="move"):
-            key = (move.layer, move.knob)
-            # Losses nearly add up: a move that alone breaks more than the bound has left is not tried.
-            if broken + move.loss > bound / 100 or levels.get(key, -1) >= move.level:
-                continue
-            trial = _apply(settings, move)
-            trial_acc, trial_macs = staged.measure(trial, move.layer)
-            if staged.broken <= bound / 100 and trial_macs < macs:
-                settings, acc, macs, broken = trial, trial_acc, trial_macs, staged.broken
-                staged.measure(settings, move.layer, keep=True)
-                levels[key] = move.level
-        results.append(Tuned(bound, settings, acc, broken, macs, dense_acc, dense_macs))
+        for batch in batches:
+            goal = Objective(net, batch, table, threads)
+            results.append(_greedy(staged, goal, measured, bound, batch, progress))
+            results[-1].dense_accuracy, results[-1].dense_macs = dense_acc, dense_macs
     net.set_settings(EffortSettings())
-    net.simulate(False)
     return results
+
+
+def _greedy(staged: StagedEvaluator, goal: Objective, measured: list[Move], bound: float, batch: int,
+            progress: bool | None) -> Tuned:
+    """The moves, best saving per loss first, each kept if the bound holds and the cost falls."""
+    savings = {id(m): goal.saving(m) for m in measured}
+    ranked = sorted((m for m in measured if savings[id(m)] > 0),
+                    key=lambda m: -savings[id(m)] / max(m.loss, 1e-4))
+    settings = EffortSettings()
+    accuracy = staged.measure(settings, keep=True)
+    cost, broken = goal.total(settings, staged.records), 0.0
+    dense_cost = cost
+    levels: dict[tuple[str, str, float], int] = {}
+    for move in progress_bar(ranked, progress, desc=f"bound {bound:g}, batch {batch}", unit="move"):
+        key = (move.layer, move.knob, move.variant)
+        # Losses nearly add up: a move that alone breaks more than the bound has left is not tried.
+        if broken + move.loss > bound / 100 or levels.get(key, -1) >= move.level:
+            continue
+        trial = _apply(settings, move)
+        trial_accuracy = staged.measure(trial, move.layer)
+        trial_cost = goal.total(trial, staged.records)
+        if staged.broken <= bound / 100 and trial_cost < cost:
+            settings, accuracy, cost, broken = trial, trial_accuracy, trial_cost, staged.broken
+            staged.accept()
+            levels[key] = move.level
+    timed = goal.table is not None
+    return Tuned(bound, batch, settings, accuracy, broken, staged.kept_macs, 0.0, 0.0,
+                 cost if timed else None, dense_cost if timed else None)

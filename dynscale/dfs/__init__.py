@@ -3,14 +3,19 @@
 from ..methods import Method, register_method
 from . import commands
 from .blocks import BlockRunner
-from .model import DEFAULT_CHOICES, SKIPNET_CHOICES, DFSNet, Gate, check_choices, residual_blocks
+from .execute import DFSExecutor
+from .gates import GATES, Gate, LinearGate, UpfrontGate, make_gate
+from .model import DEFAULT_CHOICES, EXECUTE_CHOICES, SKIPNET_CHOICES, DFSNet, check_choices, residual_blocks
+from .plot import plot_choices
 from .quant import FULL, RangeTracker, fake_quantize, quantize_weight
 from .recipes import FractionalSkipping, check_target
-from .runs import calibrated, dfs_curves, int8_curve, plot_choices, train_dfs_run
+from .runs import train_dfs_run
+from .sweep import calibrated, dfs_curves
 
-__all__ = ["DEFAULT_CHOICES", "FULL", "SKIPNET_CHOICES", "BlockRunner", "DFSNet", "FractionalSkipping", "Gate",
-           "RangeTracker", "calibrated", "check_choices", "check_target", "dfs_curves", "fake_quantize",
-           "int8_curve", "plot_choices", "quantize_weight", "residual_blocks", "train_dfs_run"]
+__all__ = ["DEFAULT_CHOICES", "EXECUTE_CHOICES", "FULL", "GATES", "SKIPNET_CHOICES", "BlockRunner", "DFSExecutor",
+           "DFSNet", "FractionalSkipping", "Gate", "LinearGate", "RangeTracker", "UpfrontGate", "calibrated",
+           "check_choices", "check_target", "dfs_curves", "fake_quantize", "make_gate", "plot_choices",
+           "quantize_weight", "residual_blocks", "train_dfs_run"]
 
 register_method(Method("dfs", "dynamic fractional skipping: per example and block, skip or a bit-width",
                        kinds=("dfs",), recipes=("dfs",), add_commands=commands.add_commands, points=commands.points))

@@ -11,7 +11,7 @@ precision, the shortcut on every example, the body only on the examples that run
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -42,16 +42,88 @@ def _ancestors(node: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def _layer(module: nn.Module, x: torch.Tensor, bits: int) -> torch.Tensor:
-    """A (width-1) incomplete or plain convolution or linear layer, weights quantized to ``bits``."""
+def _layer(module: nn.Module, x: torch.Tensor, bits: int, scheme: str = "uniform") -> torch.Tensor:
+    """A (width-1) incomplete or plain convolution or linear layer, weights quantized to ``bits``
+    in ``scheme`` (``dynscale.dfs.quant``)."""
     if bits >= FULL:
         return module(x)
     if isinstance(module, nn.Conv2d):
         weight, bias, groups = module.dense_weights() if hasattr(module, "dense_weights") else \
             (module.weight, module.bias, module.groups)
-        return F.conv2d(x, quantize_weight(weight, bits), bias, module.stride, module.padding, module.dilation, groups)
+        return F.conv2d(x, quantize_weight(weight, bits, scheme), bias, module.stride, module.padding, module.dilation,
+                        groups)
     weight, bias = module.dense_weights() if hasattr(module, "dense_weights") else (module.weight, module.bias)
-    return F.linear(x, quantize_weight(weight, bits), bias)
+    return F.linear(x, quantize_weight(weight, bits, scheme), bias)
+
+
+class BlockGraph:
+    """A residual block's own traced graph, read: its addition, the body and shortcut branches.
+
+    Args:
+        block: the block's module.
+        input_shape: ``(C, H, W)`` of its input.
+        name: the block's qualified name, for messages.
+
+    Attributes:
+        gm: the block's GraphModule (sharing the block's modules).
+        add: the residual addition's node; ``body_arg`` and ``shortcut_arg`` its two inputs.
+        body: the nodes that run only for the body.
+        layers: the body's layer names (the graph's ``Block.body``), in execution order.
+
+    Raises:
+        DynscaleError: when the module does not hold exactly one residual addition of its own.
+    """
+
+    def __init__(self, block: nn.Module, input_shape: Sequence[int], name: str) -> None:
+        graph = trace(block, torch.zeros(1, *input_shape))
+        found = [b for b in graph.residual_blocks() if b.name == ""]
+        if len(found) != 1:
+            raise DynscaleError(f"block {name!r}: its module holds {len(found)} residual additions of its own; "
+                                "fractional skipping gates a module that holds exactly one")
+        own = found[0]
+        self.gm, self.layers = graph.gm, own.body
+        nodes = {n.name: n for n in self.gm.graph.nodes}
+        self.add = nodes[own.add]
+        body_layers = set(own.body)
+        self.body_arg = next(a for a in self.add.args[:2] if any(n.op == "call_module" and n.target in body_layers
+                                                                 for n in _ancestors(a)))
+        self.shortcut_arg = next(a for a in self.add.args[:2] if a is not self.body_arg)
+        self.body = _ancestors(self.body_arg) - _ancestors(self.shortcut_arg)
+
+    def skip_graph(self) -> fx.GraphModule:
+        """The block without its body: the shortcut, then what follows the addition, each
+        operation out of place (a skipped example's input is still read by others)."""
+        graph, env = fx.Graph(), {}
+        for node in self.gm.graph.nodes:
+            if node in self.body:
+                continue
+            if node is self.add:
+                env[node] = env[self.shortcut_arg]
+            elif node.op == "output":
+                graph.output(fx.node.map_arg(node.args[0], env.__getitem__))
+            elif node.op == "call_module" and type(self.gm.get_submodule(node.target)) is nn.Identity:
+                env[node] = env[node.args[0]]
+            elif node.op == "call_module" and type(self.gm.get_submodule(node.target)) is nn.ReLU:
+                env[node] = graph.call_function(torch.relu, fx.node.map_arg(node.args, env.__getitem__))
+            else:
+                env[node] = copied = graph.node_copy(node, env.__getitem__)
+                if copied.op == "call_function":
+                    copied.target = _OUT_OF_PLACE.get(copied.target, copied.target)
+                elif copied.op == "call_method" and copied.target in ("relu_", "add_", "mul_"):
+                    copied.target = copied.target[:-1]
+                if "inplace" in copied.kwargs:
+                    copied.kwargs = {**copied.kwargs, "inplace": False}
+        return fx.GraphModule(self.gm, graph, "SkipPath")
+
+
+def passes_input(gm: fx.GraphModule, nonnegative: bool) -> bool:
+    """Whether a skip graph returns its input unchanged: it is the input itself, or a ReLU of
+    it when the input is ``nonnegative`` (a ReLU's output: ReLU twice is ReLU once)."""
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if isinstance(out, fx.Node) and out.op == "placeholder":
+        return True
+    relu = isinstance(out, fx.Node) and (out.op == "call_function" and out.target in (torch.relu, F.relu))
+    return nonnegative and relu and len(out.args) == 1 and out.args[0].op == "placeholder" and not out.kwargs
 
 
 class BlockRunner(nn.Module):
@@ -68,33 +140,23 @@ class BlockRunner(nn.Module):
         block: the block's module (shared with the network).
         info: the graph's description of it (its ``input_shape`` is traced here).
         name: the block's qualified name, for messages.
+        scheme: how a bit-width is simulated (``dynscale.dfs.quant.SCHEMES``).
 
     Raises:
         DynscaleError: when the block's own graph does not have one residual addition of a
             body holding convolutions or linear layers.
     """
 
-    def __init__(self, block: nn.Module, info: Block, name: str) -> None:
+    def __init__(self, block: nn.Module, info: Block, name: str, scheme: str = "uniform") -> None:
         super().__init__()
         self.block = block
         self.name = name
-        graph = trace(block, torch.zeros(1, *info.input_shape))
-        found = [b for b in graph.residual_blocks() if b.name == ""]
-        if len(found) != 1:
-            raise DynscaleError(f"block {name!r}: its module holds {len(found)} residual additions of its own; "
-                                "fractional skipping gates a module that holds exactly one")
-        own = found[0]
+        self.scheme = scheme
+        own = BlockGraph(block, info.input_shape, name)
         # Not a submodule: its layers are the block's own (shared), and the state dict keeps its layout.
-        object.__setattr__(self, "gm", graph.gm)
-        nodes = {n.name: n for n in self.gm.graph.nodes}
-        add = nodes[own.add]
-        body_layers = set(own.body)
-        body_arg = next(a for a in add.args[:2] if any(n.op == "call_module" and n.target in body_layers
-                                                       for n in _ancestors(a)))
-        shortcut_arg = next(a for a in add.args[:2] if a is not body_arg)
-        self._add, self._body_arg, self._shortcut_arg = add, body_arg, shortcut_arg
-        self._body = _ancestors(body_arg) - _ancestors(shortcut_arg)  # nodes that run only for the body
-        quantized = [t for t in own.body if isinstance(block.get_submodule(t), (nn.Conv2d, nn.Linear))]
+        object.__setattr__(self, "gm", own.gm)
+        self._add, self._body_arg, self._shortcut_arg, self._body = own.add, own.body_arg, own.shortcut_arg, own.body
+        quantized = [t for t in own.layers if isinstance(block.get_submodule(t), (nn.Conv2d, nn.Linear))]
         if not quantized:
             raise DynscaleError(f"block {name!r}: its body has no convolution or linear layer to quantize")
         self.quantized = quantized  # body layers, in execution order
@@ -192,11 +254,11 @@ class BlockRunner(nn.Module):
                                 "quantized activation would be 0: train the network or calibrate it "
                                 "(dynscale.dfs.calibrated) first")
         if len(widths) == 1:
-            return _layer(module, tracker.quantize(x, widths[0]), widths[0])
+            return _layer(module, tracker.quantize(x, widths[0], self.scheme), widths[0], self.scheme)
         outs = []
         for b in widths:
             index = (bits == b).nonzero().squeeze(1)
-            outs.append((index, _layer(module, tracker.quantize(x[index], b), b)))
+            outs.append((index, _layer(module, tracker.quantize(x[index], b, self.scheme), b, self.scheme)))
         out = outs[0][1].new_empty(len(x), *outs[0][1].shape[1:])
         for index, values in outs:
             out[index] = values

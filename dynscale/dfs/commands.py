@@ -25,10 +25,13 @@ from ..command import (
 )
 from ..command import options as opt
 from ..errors import DynscaleError
+from .execute import FIXED
 from .recipes import FractionalSkipping
 
-FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective", "pretrain": "--pretrain-epochs",
-         "gates": "--gate-epochs", "joint": "--joint-epochs", "choices": "--choices"}
+FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective",
+         "target_mode": "--target-mode", "pretrain": "--pretrain-epochs", "gates": "--gate-epochs",
+         "joint": "--joint-epochs", "choices": "--choices", "execute": "--execute", "gate": "--gate",
+         "int8_cost": "--int8-cost"}
 DEFAULT_MODEL = "resnet38"
 
 
@@ -54,13 +57,19 @@ def add_commands(sub) -> None:
     add_quiet(p)
     p.set_defaults(func=train)
 
-    p = group.add_parser("sweep", help="DFS and SkipNet runs, static quantization and int8 of a backbone: BitOps, "
-                         "MACs, accuracy, wall-clock")
+    p = group.add_parser("sweep", help="DFS and SkipNet runs (executed on real kernels where their choices run on the "
+                         "CPU), the dense backbone, static int8 and static quantization: BitOps, MACs, accuracy, "
+                         "wall-clock")
     p.add_argument("runs", type=opt.run_directory, nargs="+",
-                   help="DFS runs (dynscale dfs train), and ResNet runs for the static and int8 baselines")
+                   help="DFS runs (dynscale dfs train), and ResNet runs for the dense and static baselines")
     p.add_argument("--static-bits", type=opt.listing(opt.integer(1, 31), "8,16"), default=[],
-                   help="bit-widths of static quantization of the ResNet runs")
-    p.add_argument("--int8", action="store_true", help="also measure the ResNet runs in int8 with ONNX Runtime")
+                   help="bit-widths of static quantization of the ResNet runs, simulated (counted, not timed)")
+    p.add_argument("--int8", action="store_true",
+                   help="also the ResNet runs in static int8: ONNX Runtime (QDQ) and PyTorch's x86 engine")
+    p.add_argument("--fixed", choices=FIXED, default="auto",
+                   help="how executed points run the stem, first block and head (trained in float32): float32, "
+                        "int8 (statically quantized like their int8 blocks), or auto (int8 when the gates may choose "
+                        "int8)")
     p.add_argument("--choices-plot", type=opt.path, default=None,
                    help="write the per-block choices of each gated point as PNG here")
     add_sweep_options(p, "accuracy vs BitOps ratio")
@@ -76,6 +85,12 @@ def recipe(args: argparse.Namespace) -> FractionalSkipping:
     for key, value in settings.items():
         with about(FLAGS[key]):
             FractionalSkipping(**{key: value, **({"pretrain": 0} if args.backbone is not None else {})})
+    if "choices" in settings and settings.get("execute"):
+        with about("--choices"):  # a bit-width the CPU does not execute
+            FractionalSkipping(choices=settings["choices"], execute=True)
+    if "int8_cost" in settings:
+        with about("--int8-cost"):  # needs an int8 choice
+            FractionalSkipping(**{k: settings[k] for k in ("choices", "execute", "int8_cost") if k in settings})
     phases = [FLAGS[k] for k in ("pretrain", "gates", "joint")]
     with about(", ".join(phases)):
         if not any(settings.get(k, 1) for k in ("pretrain", "gates", "joint")):
@@ -102,7 +117,7 @@ def train(args: argparse.Namespace) -> None:
 
         # gates need residual blocks: checked before any work, refused as the training would
         name = args.model or DEFAULT_MODEL
-        gated(get_model(name, **options), steps.choices, f"--model {name}")
+        gated(get_model(name, **options), steps, f"--model {name}")
     out = train_dfs_run(args.out, args.model or DEFAULT_MODEL, data, config, steps, options,
                         backbone_run=args.backbone, force=args.force, resume=args.resume,
                         checkpoint_every=args.checkpoint_every)
@@ -113,15 +128,22 @@ def train(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
+    import sys
+
     from ..runs import check_file_output
-    from .runs import dfs_curves, plot_choices
+    from .kernels import RUNTIMES
+    from .plot import plot_choices
+    from .sweep import dfs_curves
 
     if args.choices_plot is not None:
         check_file_output(args.choices_plot, "--choices-plot", inputs=inputs(args))
     data = dataset(args.data) if args.data else None
-    settings = timing(args, runtimes=["torch"]) if args.latency else None
+    settings = timing(args, runtimes=list(RUNTIMES)) if args.latency else None
+    notes: list[str] = []
     curves = dfs_curves(args.runs, args.static_bits, args.int8, data, settings,
-                        choices_plot=args.choices_plot is not None)
+                        choices_plot=args.choices_plot is not None, notes=notes, fixed=args.fixed)
+    for note in notes:
+        print(note, file=sys.stderr)
     sweep_report(args, curves, settings, "Dynamic fractional skipping: accuracy vs BitOps",
                  "BitOps relative to full precision", layout="long", x="bitops")
     if args.choices_plot is not None:
@@ -130,6 +152,6 @@ def sweep(args: argparse.Namespace) -> None:
 
 def points(run_dir, *, data=None, timing=None, progress=None) -> list:
     """The DFS method's operating points of a run (``pick`` measures with them)."""
-    from .runs import dfs_curves
+    from .sweep import dfs_curves
 
     return dfs_curves([run_dir], data=data, timing=timing, progress=progress)

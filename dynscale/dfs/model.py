@@ -6,10 +6,10 @@ additions sum a body of layers and a shortcut, each block a submodule of its own
 but the first is gated. The network's own forward runs, each gated block standing in for
 itself through a :class:`BlockRunner`.
 
-The gate (after SkipNet) pools the block's input, projects it to a small embedding with a 1×1
-convolution, feeds an LSTM shared by all blocks, and a linear layer scores the choices; the
-forward pass takes the best choice (one-hot), the backward pass the softmax's gradient
-(straight-through). The stem, the first block, downsampling shortcuts and everything outside
+The gate (``dynscale.dfs.gates``; by default the paper's, after SkipNet: pool, a 1×1
+convolution to a small embedding, an LSTM shared by all blocks, a linear layer) scores the
+choices; the forward pass takes the best choice (one-hot), the backward pass the softmax's
+gradient (straight-through). The stem, the first block, downsampling shortcuts and everything outside
 the blocks' bodies stay at full precision.
 
 Each example runs through its own choice, in one pass per block: the shortcut on the whole
@@ -35,10 +35,12 @@ from ..cost import count_macs, eval_mode
 from ..errors import DynscaleError
 from ..graph import GraphError, trace
 from .blocks import BlockRunner
-from .quant import FULL
+from .gates import make_gate
+from .quant import FULL, INT8, SCHEMES
 
 DEFAULT_CHOICES = (0, 8, 10, 12, 14, 16, FULL)  # 0 skips the block, FULL runs it at full precision
 SKIPNET_CHOICES = (0, FULL)
+EXECUTE_CHOICES = (0, INT8, FULL)  # what a CPU executes: skip, int8 kernels, float32 kernels
 
 
 def check_choices(choices: Sequence[int]) -> list[int]:
@@ -58,29 +60,25 @@ def check_choices(choices: Sequence[int]) -> list[int]:
     return sorted(choices)
 
 
-class Gate(nn.Module):
-    """Pool → 1×1 conv to an embedding → an LSTM shared by all blocks → linear → a score per choice."""
+def check_executable(choices: Sequence[int], quantization: str) -> None:
+    """Validates a quantization scheme for ``choices``: ``uniform`` simulates any bit-width,
+    ``int8`` only 8 bits (the choices a CPU executes: skip, int8, full precision).
 
-    def __init__(self, channels: Sequence[int], choices: int, embedding: int = 16, hidden: int = 16) -> None:
-        super().__init__()
-        self.project = nn.ModuleList(nn.Conv2d(c, embedding, 1) for c in channels)
-        self.lstm = nn.LSTMCell(embedding, hidden)
-        self.score = nn.Linear(hidden, choices)
-        # Start by running every block at full precision: the last choice scores highest.
-        with torch.no_grad():
-            self.score.bias.zero_()
-            self.score.bias[-1] = 2.0
+    Raises:
+        ValueError: for an unknown scheme, or the int8 scheme with another bit-width.
+    """
+    if quantization not in SCHEMES:
+        raise ValueError(f"the quantization is one of {', '.join(SCHEMES)}, not {quantization!r}")
+    others = [c for c in choices if c not in EXECUTE_CHOICES]
+    if quantization == "int8" and others:
+        raise ValueError(f"executable choices are 0 (skip), 8 (int8) and 32 (float32); {others} cannot run on "
+                         "the CPU's kernels: leave them out, or train without --execute")
 
-    def macs(self, index: int) -> int:
-        """Multiply-accumulates of one gate step per example (pooling aside)."""
-        projection = self.project[index].in_channels * self.project[index].out_channels
-        hidden = self.lstm.hidden_size
-        return projection + 4 * hidden * (self.lstm.input_size + hidden) + hidden * self.score.out_features
 
-    def forward(self, index: int, x: torch.Tensor, state):
-        pooled = F.adaptive_avg_pool2d(x, 1)  # (B, C, 1, 1)
-        h, c = self.lstm(self.project[index](pooled).flatten(1), state)
-        return self.score(h), (h, c)  # (B, choices)
+def executable(choices: Sequence[int], quantization: str) -> bool:
+    """Whether every choice runs as it was trained on real kernels: skip and full precision
+    always, 8 bits when trained with the int8 scheme."""
+    return set(choices) <= set(SKIPNET_CHOICES) or (quantization == "int8" and set(choices) <= set(EXECUTE_CHOICES))
 
 
 class _Gated(nn.Module):
@@ -167,42 +165,61 @@ class DFSNet(nn.Module):
         choices: the gate's choices: 0 skips a block, b runs it at b bits, 32 at full precision.
         embedding, hidden: the gate's sizes.
         input_shape: ``(C, H, W)`` of one input (default: the backbone's ``config``).
+        gate: the gate's kind (``dynscale.dfs.gates.GATES``; ``lstm`` is the paper's).
+        quantization: how a bit-width is simulated (``dynscale.dfs.quant.SCHEMES``): ``uniform``
+            (the paper's) or ``int8`` (as the CPU's int8 kernels compute; choices 0, 8, 32).
 
     Attributes:
         mode: ``"gated"`` (the gates decide), ``"full"`` (every block at full precision) or
             ``"static"`` (every gated block at ``static_bits``).
         last_bitops: ``(B,)`` the BitOps of the last forward relative to the full-precision
-            network (differentiable in training: the cost in the loss).
+            network (differentiable in training).
+        cost_weights: ``(choices,)`` what each choice's BitOps count for in :attr:`last_cost`
+            (ones: the cost is the BitOps; a recipe may weigh int8 by the time it takes).
+        last_cost: ``(B,)`` the cost of the last forward, the BitOps with each choice's counted
+            at its weight (differentiable in training: the cost in the loss).
         last_macs: ``(B,)`` multiply-accumulates performed (quantized ones count as one).
         last_choices: ``(B, gated blocks)`` the index of each block's choice.
 
     Raises:
         DynscaleError: for a network without two residual blocks (see :func:`residual_blocks`).
+        ValueError: for bad choices, an unknown gate or a quantization the choices cannot take.
     """
 
     def __init__(self, backbone: nn.Module, choices: Sequence[int] = DEFAULT_CHOICES, embedding: int = 16,
-                 hidden: int = 16, input_shape: Sequence[int] | None = None) -> None:
+                 hidden: int = 16, input_shape: Sequence[int] | None = None, gate: str = "lstm",
+                 quantization: str = "uniform") -> None:
         super().__init__()
+        check_executable(check_choices(choices), quantization)
         input_shape = input_shape or config_input_shape(backbone)
         if input_shape is None:
             raise DynscaleError(f"give the input shape (C, H, W) of {type(backbone).__name__}")
         self.input_shape = tuple(int(d) for d in input_shape)
         self.backbone = backbone
         self.choices = check_choices(choices)
+        self.quantization, self.embedding, self.hidden = quantization, embedding, hidden
         blocks = residual_blocks(backbone, self.input_shape)[1:]  # the first block is never gated
+        self.blocks = blocks
         self.block_names = [b.name for b in blocks]
-        self.runners = nn.ModuleList(BlockRunner(backbone.get_submodule(b.name), b, b.name) for b in blocks)
-        self.gate = Gate([b.input_shape[0] for b in blocks], len(self.choices), embedding, hidden)
+        self.runners = nn.ModuleList(BlockRunner(backbone.get_submodule(b.name), b, b.name, quantization)
+                                     for b in blocks)
+        self.gate = make_gate(gate, [b.input_shape[0] for b in blocks], len(self.choices), embedding, hidden)
         flow, pairs = _swapped(backbone, {b.name: _Gated(self, i) for i, b in enumerate(blocks)})
         object.__setattr__(self, "_flow", flow)  # not a submodule: its tensors are the backbone's
         object.__setattr__(self, "_containers", pairs)
         self.mode = "gated"
         self.static_bits = FULL
+        self.cost_weights = torch.ones(len(self.choices))
         self._measure_costs(blocks)
 
     @property
     def config(self):
         return self.backbone.config
+
+    @property
+    def executable(self) -> bool:
+        """Whether every choice runs on real kernels as trained (see :func:`executable`)."""
+        return executable(self.choices, self.quantization)
 
     @property
     def model_name(self) -> str | None:
@@ -236,19 +253,32 @@ class DFSNet(nn.Module):
         scale = torch.tensor([(c / FULL) ** 2 for c in self.choices])
         return torch.tensor(self.block_macs)[:, None] * scale[None] / self.full_macs
 
+    def counted(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``chosen`` ``(B, gated blocks)`` choice indices cost, counted as a forward in
+        eval mode counts them: ``(B,)`` MACs performed and ``(B,)`` BitOps relative to the
+        full-precision network (gates included)."""
+        blocks = torch.arange(len(self.runners))[None]  # (1, gated blocks)
+        gates = sum(self.gate.macs(i) for i in range(len(self.runners)))
+        bitops = self.choice_costs()[blocks, chosen].sum(1) + (self.fixed_macs + gates) / self.full_macs
+        runs = torch.tensor([float(c > 0) for c in self.choices], dtype=torch.float64)[chosen]  # (B, gated blocks)
+        macs = (runs * torch.tensor(self.block_macs, dtype=torch.float64)).sum(1) + self.fixed_macs + gates
+        return macs, bitops
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         for copied, original in self._containers:
             copied.training = original.training
         b = len(x)
         self._pass = {"costs": self.choice_costs(), "next": 0, "gate_state": None,
                       "bitops": torch.full((b,), self.fixed_macs / self.full_macs),
+                      "cost": torch.full((b,), self.fixed_macs / self.full_macs),
                       "macs": torch.full((b,), self.fixed_macs, dtype=torch.float64),
                       "chosen": torch.zeros(b, len(self.runners), dtype=torch.long)}
         try:
             out = self._flow(x)
             if self._pass["next"] != len(self.runners):
                 raise DynscaleError(f"the network ran {self._pass['next']} of its {len(self.runners)} gated blocks")
-            self.last_bitops, self.last_macs, self.last_choices = (self._pass[k] for k in ("bitops", "macs", "chosen"))
+            self.last_bitops, self.last_cost, self.last_macs, self.last_choices = (
+                self._pass[k] for k in ("bitops", "cost", "macs", "chosen"))
         finally:
             del self._pass
         return out
@@ -264,7 +294,9 @@ class DFSNet(nn.Module):
         if self.mode != "gated":
             bits = FULL if self.mode == "full" else self.static_bits
             column = self.choices.index(bits) if bits in self.choices else None
-            p["bitops"] = p["bitops"] + self.block_macs[i] * (min(bits, FULL) / FULL) ** 2 / self.full_macs
+            spent = self.block_macs[i] * (min(bits, FULL) / FULL) ** 2 / self.full_macs
+            p["bitops"] = p["bitops"] + spent
+            p["cost"] = p["cost"] + spent * (1.0 if column is None else float(self.cost_weights[column]))
             p["macs"] += self.block_macs[i] if bits else 0.0
             p["chosen"][:, i] = -1 if column is None else column
             return runner(state, bits)
@@ -275,9 +307,11 @@ class DFSNet(nn.Module):
         p["macs"] += self.gate.macs(i) + performed[choice]
         # Each example through its own choice, in one pass: the only update of the statistics.
         path = runner(state, torch.tensor(self.choices)[choice])
-        costs = p["costs"][i]
+        costs, gate = p["costs"][i], self.gate.macs(i) / self.full_macs
+        weighted = costs * self.cost_weights
         if not self.training:
-            p["bitops"] = p["bitops"] + costs[choice] + self.gate.macs(i) / self.full_macs
+            p["bitops"] = p["bitops"] + costs[choice] + gate
+            p["cost"] = p["cost"] + weighted[choice] + gate
             return path
         soft = scores.softmax(1)
         hard = F.one_hot(choice, len(self.choices)).to(soft.dtype) + soft - soft.detach()
@@ -285,7 +319,8 @@ class DFSNet(nn.Module):
         # Forward: the chosen path; backward: the softmax's gradient over every choice's value
         # (straight-through) for the gate, the chosen path's for the backbone.
         straight = (soft - soft.detach()).t()[(...,) + (None,) * (values.dim() - 2)]
-        p["bitops"] = p["bitops"] + (hard * costs).sum(1) + self.gate.macs(i) / self.full_macs
+        p["bitops"] = p["bitops"] + (hard * costs).sum(1) + gate
+        p["cost"] = p["cost"] + (hard * weighted).sum(1) + gate
         return path + (straight * values).sum(0)
 
     @torch.no_grad()

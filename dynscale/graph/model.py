@@ -37,6 +37,9 @@ class Block:
         shortcut: layer names on the shortcut (a downsampling projection), or empty.
         input_shape: (C, H, W) of the block's input on the example.
         output_shape: (C, H, W) of the sum on the example.
+        input: the fx node name of the block's input (the tensor both branches start from).
+        output: the fx node name of the block's output: the last node the module ``name``
+            runs (the sum, or what follows it there, a ReLU say); None at the root.
     """
 
     name: str
@@ -45,6 +48,8 @@ class Block:
     shortcut: list[str]
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+    input: str | None = None
+    output: str | None = None
 
 
 @dataclass
@@ -191,9 +196,18 @@ class ModelGraph:
             if not layers_a and not layers_b:
                 continue
             body, shortcut = (layers_a, layers_b) if len(layers_a) >= len(layers_b) else (layers_b, layers_a)
-            blocks.append(Block(self._holder(inside | {add}), add.name, body, shortcut,
-                                tensor_shape(start)[1:], tensor_shape(add)[1:]))
+            holder = self._holder(inside | {add})
+            blocks.append(Block(holder, add.name, body, shortcut, tensor_shape(start)[1:], tensor_shape(add)[1:],
+                                start.name, self._last_in(holder)))
         return blocks
+
+    def _last_in(self, holder: str) -> str | None:
+        """The fx node name of the last node that module ``holder`` runs (None for the root)."""
+        if not holder:
+            return None
+        inside = [n for n in self.gm.graph.nodes
+                  if any(qualname == holder for qualname, _ in (n.meta.get("nn_module_stack") or {}).values())]
+        return inside[-1].name if inside else None
 
     def _holder(self, nodes: set[fx.Node]) -> str:
         """The qualified name of the smallest module whose forward runs all of ``nodes``."""

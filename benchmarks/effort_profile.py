@@ -29,13 +29,16 @@ def main(run: str, bound: float) -> None:
     print(f"Command: `python benchmarks/effort_profile.py {run} {bound:g}`\n")
     profiles = []
     for batch in BATCHES:
-        tuned = [t for t in config.section["tuned"] if t["max_loss"] == bound and t.get("batch", 1) == batch]
-        if not tuned:
-            sys.exit(f"{run} has no settings tuned for bound {bound:g} at batch {batch}; tune with --batch 1,64")
+        at_bound = [t for t in config.section["tuned"] if t["max_loss"] == bound]
+        if not at_bound:
+            sys.exit(f"{run} has no settings tuned for bound {bound:g}")
+        # The settings tuned for this batch size, else (a run tuned for the MACs, which do not
+        # depend on it) those of the first batch size tuned.
+        tuned = [t for t in at_bound if t.get("batch", 1) == batch] or at_bound
         x = data.test_x[:EXAMPLES]
         batches = [x[i:i + batch] for i in range(0, len(x), batch)]
-        for label, settings in (("knobs off", EffortSettings()),
-                                (f"loss≤{bound:g} @b{batch}", EffortSettings.from_json(tuned[0]["settings"]))):
+        chosen = (f"loss≤{bound:g} @b{tuned[0].get('batch', 1)}", EffortSettings.from_json(tuned[0]["settings"]))
+        for label, settings in (("knobs off", EffortSettings()), chosen):
             net.set_settings(settings)
             profiles.append(profile_point(net, batches, label))
     print(profiles_markdown(profiles))

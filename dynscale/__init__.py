@@ -5,26 +5,35 @@ evaluation engine above them; the methods (``idp``, ``slimmable``, ``adaptive``)
 registering its recipes, run kinds and operating points; ``export`` and the command line last.
 """
 
-from . import adaptive, dfs, effort, export, idp, slimmable  # noqa: F401  (each registers its recipes and run kinds)
-from .convert import convert
-from .errors import CheckpointError, DataError, DynscaleError, TrainingDiverged
-from .idp import calibrate_bn
-from .layers import (
-    BinaryConv2d,
-    BinaryLinear,
-    IncompleteBatchNorm1d,
-    IncompleteBatchNorm2d,
-    IncompleteConv2d,
-    IncompleteLinear,
-    kept_channels,
-    set_width,
-    width,
-)
-from .models import get_model, list_models, model_info, register_model
-from .profiles import list_profiles, make_profile
-from .runs import load_run, save_run
-
 __version__ = "0.2.0"
+
+try:  # the deploy runtime (dynscale.runtime) runs where PyTorch is not installed
+    import torch  # noqa: F401
+except ImportError:  # pragma: no cover - exercised by tests/test_runtime.py in a subprocess
+    _TORCH = False
+else:
+    _TORCH = True
+
+if _TORCH:
+    from . import adaptive, dfs, effort, export, idp, slimmable  # noqa: F401  (each registers its recipes and run kinds)
+    from .convert import convert
+    from .errors import CheckpointError, DataError, DynscaleError, TrainingDiverged
+    from .idp import calibrate_bn
+    from .layers import (
+        BinaryConv2d,
+        BinaryLinear,
+        IncompleteBatchNorm1d,
+        IncompleteBatchNorm2d,
+        IncompleteConv2d,
+        IncompleteLinear,
+        kept_channels,
+        set_width,
+        width,
+    )
+    from .models import get_model, list_models, model_info, register_model
+    from .profiles import list_profiles, make_profile
+    from .runs import load_run, save_run
+
 
 __all__ = [
     "BinaryConv2d", "BinaryLinear", "CheckpointError", "DataError", "DynscaleError", "IncompleteBatchNorm1d",

@@ -25,6 +25,8 @@ class Method:
             (each sets ``func`` to what it runs).
         points: ``(run_dir, *, data, timing, progress, **options) -> [Curve]``: the operating
             points of one of its runs, for the evaluation engine (``pick`` measures with it).
+        deploy: ``(run, *, calibration, **options) -> dynscale.deployable.Deployment``: a run's
+            pieces and operating points for ``dynscale deploy`` (None: its runs do not deploy).
     """
 
     name: str
@@ -33,6 +35,7 @@ class Method:
     recipes: tuple[str, ...] = ()
     add_commands: Callable[[object], None] | None = None
     points: Callable[..., list] | None = None
+    deploy: Callable[..., object] | None = None
 
 
 _METHODS: Registry[Method] = Registry("method", hint="the methods are")

@@ -51,3 +51,39 @@ def torchvision():
     if module is None:
         pytest.skip("torchvision is not installed")
     return module
+
+
+@pytest.fixture(scope="session")
+def cascade_runs(tmp_path_factory):
+    """Two MLP runs of rising cost sharing a held-out split: a cascade's members."""
+    root = tmp_path_factory.mktemp("cascade")
+    runs = []
+    for i, hidden in enumerate(([8], [64, 64])):
+        out = root / f"c{i}"
+        train_run(out, "mlp", "synthetic", TrainConfig(epochs=4 + 4 * i, holdout=200, seed=i),
+                  model_options={"hidden": hidden, "profile": "all-one"}, progress=False)
+        runs.append(str(out))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def dfs_runs(tmp_path_factory, synthetic):
+    """A small ResNet backbone and DFS runs from it: executed choices with the upfront gate
+    (``execute``) and the LSTM gate (``lstm``), and the paper's simulated bit-widths (``paper``)."""
+    from dynscale.dfs import FractionalSkipping, train_dfs_run
+
+    root = tmp_path_factory.mktemp("dfs-runs")
+    options = {"width_mult": 0.5, "blocks_per_stage": 1, "profile": "all-one"}
+    config = TrainConfig(epochs=1, train_limit=300, batch_size=50)
+    backbone = train_run(root / "backbone", "resnet", synthetic, config, model_options=options, progress=False)
+    made = {"backbone": backbone}
+    recipes = {"execute": FractionalSkipping(target=40, gates=1, joint=1, execute=True, gate="upfront",
+                                             target_mode="ceiling"),
+               "lstm": FractionalSkipping(target=40, gates=1, joint=1, execute=True, gate="lstm",
+                                          target_mode="ceiling"),
+               "paper": FractionalSkipping(target=40, gates=1, joint=0, choices=[0, 8, 16, 32])}
+    for name, recipe in recipes.items():
+        made[name] = train_dfs_run(root / name, "resnet", synthetic, config, recipe, backbone_run=backbone,
+                                   progress=False)
+    return made
+

@@ -521,18 +521,6 @@ def test_run_checks_its_policies():
 # ---- command line -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cascade_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cascade")
-    runs = []
-    for i, hidden in enumerate(([8], [64, 64])):
-        out = root / f"c{i}"
-        train_run(out, "mlp", "synthetic", TrainConfig(epochs=4 + 4 * i, holdout=200, seed=i),
-                  model_options={"hidden": hidden, "profile": "all-one"}, progress=False)
-        runs.append(str(out))
-    return runs
-
-
 @pytest.mark.slow
 def test_cli_adaptive_train_and_sweep(tmp_path, capsys):
     run = tmp_path / "ee"

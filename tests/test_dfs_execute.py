@@ -321,46 +321,26 @@ def test_a_torchvision_resnet18_runs_on_the_executor(torchvision):
 
 # --- runs, the sweep and the command line -------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, synthetic):
-    from dynscale.idp import train_run
-    from dynscale.train import TrainConfig
-
-    root = tmp_path_factory.mktemp("execute")
-    options = {"width_mult": 0.5, "blocks_per_stage": 1, "profile": "all-one"}
-    config = TrainConfig(epochs=1, train_limit=300, batch_size=50)
-    backbone = train_run(root / "backbone", "resnet", synthetic, config, model_options=options, progress=False)
-    from dynscale.dfs import train_dfs_run
-
-    made = {"backbone": backbone}
-    for name, recipe in (("execute", FractionalSkipping(target=40, gates=1, joint=1, execute=True, gate="upfront",
-                                                        target_mode="ceiling")),
-                         ("paper", FractionalSkipping(target=40, gates=1, joint=0, choices=[0, 8, 16, 32]))):
-        made[name] = train_dfs_run(root / name, "resnet", synthetic, config, recipe, backbone_run=backbone,
-                                   progress=False)
-    return made
-
-
-def test_gate_and_quantization_are_saved_reloaded_and_checked(runs, tmp_path):
+def test_gate_and_quantization_are_saved_reloaded_and_checked(dfs_runs, tmp_path):
     import shutil
 
     from dynscale.errors import CheckpointError
     from dynscale.runs import load_run
 
-    net = load_run(runs["execute"]).model
+    net = load_run(dfs_runs["execute"]).model
     assert (net.gate.kind, net.quantization, net.choices, net.executable) == ("upfront", "int8", [0, 8, 32], True)
-    paper = load_run(runs["paper"]).model
+    paper = load_run(dfs_runs["paper"]).model
     assert (paper.gate.kind, paper.quantization, paper.executable) == ("lstm", "uniform", False)
     for key, value, match in (("gate", "gru", "section.gate"), ("quantization", "int4", "section.quantization")):
         bad = tmp_path / f"bad-{key}"
-        shutil.copytree(runs["execute"], bad)
+        shutil.copytree(dfs_runs["execute"], bad)
         doc = json.loads((bad / "config.json").read_text())
         doc["section"][key] = value
         (bad / "config.json").write_text(json.dumps(doc))
         with pytest.raises(CheckpointError, match=match):
             load_run(bad)
     bad = tmp_path / "bad-choices"
-    shutil.copytree(runs["execute"], bad)
+    shutil.copytree(dfs_runs["execute"], bad)
     doc = json.loads((bad / "config.json").read_text())
     doc["section"]["choices"] = doc["recipe"]["choices"] = [0, 10, 32]
     (bad / "config.json").write_text(json.dumps(doc))
@@ -368,12 +348,12 @@ def test_gate_and_quantization_are_saved_reloaded_and_checked(runs, tmp_path):
         load_run(bad)
 
 
-def test_the_sweep_executes_what_runs_and_counts_what_is_simulated(runs):
+def test_the_sweep_executes_what_runs_and_counts_what_is_simulated(dfs_runs):
     from dynscale.dfs import dfs_curves
     from dynscale.eval import TimingConfig
 
     timing = TimingConfig(batch_sizes=[2], rounds=1, warmup=1, min_run_time=0.001, runtimes=list(RUNTIMES))
-    curves = {c.label: c for c in dfs_curves([runs["execute"], runs["paper"], runs["backbone"]], int8=True,
+    curves = {c.label: c for c in dfs_curves([dfs_runs["execute"], dfs_runs["paper"], dfs_runs["backbone"]], int8=True,
                                              timing=timing, progress=False)}
     assert list(curves) == ["dfs (executed, torch)", "dfs (executed, onnxruntime)", "dfs (simulated)",
                             "backbone: dense", "backbone: static int8"]
@@ -388,11 +368,11 @@ def test_the_sweep_executes_what_runs_and_counts_what_is_simulated(runs):
                                                                           "int8 (PyTorch x86)"]
 
 
-def test_dfs_train_execute_and_sweep_from_the_command_line(runs, tmp_path, capsys):
+def test_dfs_train_execute_and_sweep_from_the_command_line(dfs_runs, tmp_path, capsys):
     from dynscale.cli import main
 
     out = tmp_path / "cli"
-    main(["dfs", "train", "--backbone", str(runs["backbone"]), "--data", "synthetic", "--target", "50",
+    main(["dfs", "train", "--backbone", str(dfs_runs["backbone"]), "--data", "synthetic", "--target", "50",
           "--execute", "--gate", "linear", "--target-mode", "ceiling", "--gate-epochs", "1", "--joint-epochs", "0",
           "--train-limit", "200", "--threads", "1", "--quiet", "--out", str(out)])
     config = json.loads((out / "config.json").read_text())

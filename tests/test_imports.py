@@ -13,12 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dynscale"
 # Layer of each top-level part of the package: a module may import its own layer and those below.
 LAYERS = {
     "errors": 0, "files": 0, "profiles": 0, "progress": 0, "schema": 0, "registry": 0,
+    "runtime": 0,  # the deploy runtime: onnxruntime and numpy only, nothing of dynscale below it
     "layers": 1, "graph": 1,
     "models": 2, "data": 2, "cost": 2,
-    "runs": 3, "train": 3, "eval": 3, "methods": 3, "command": 3,
+    "runs": 3, "train": 3, "eval": 3, "methods": 3, "command": 3, "deployable": 3,
     "export": 4,
     "idp": 5, "slimmable": 5, "adaptive": 5, "effort": 5, "dfs": 5, "convert": 5,
-    "compare": 6, "reproduce": 6, "demo": 6, "experiments": 6,
+    "compare": 6, "reproduce": 6, "demo": 6, "experiments": 6, "deploy": 6,
     "cli": 7, "__main__": 7, "__init__": 7,
 }
 

@@ -1,7 +1,7 @@
 """Adaptive inference (SPEC §3): learned early exits and network selection, with real exits."""
 
 from ..methods import Method, register_method
-from . import commands
+from . import commands, deploy
 from .cascade import Cascade
 from .exits import EarlyExitNet, backbone_stages, exit_accuracies, exit_points
 from .graph import AdaptiveGraph, Node, Outcome
@@ -27,4 +27,5 @@ __all__ = [
 
 register_method(Method("adaptive", "adaptive inference: learned early exits and network selection",
                        kinds=("early-exit", "cascade"), recipes=("early-exit", "frozen-exits"),
-                       add_commands=commands.add_commands, points=commands.points))
+                       add_commands=commands.add_commands, points=commands.points,
+                       deploy=deploy.deploy))

@@ -84,6 +84,28 @@ def add_commands(sub) -> None:
     add_quiet(p)
     p.set_defaults(func=demo)
 
+    p = sub.add_parser("deploy", help="write a run's operating points as a bundle that runs without PyTorch "
+                       "(ONNX Runtime and numpy: python -m dynscale.runtime)")
+    p.add_argument("run", type=opt.run_directory, help="a run of a method that deploys (width, adaptive, dfs, effort)")
+    p.add_argument("--out", type=opt.path, required=True, help="the bundle's directory")
+    p.add_argument("--widths", type=opt.WIDTHS, default=None,
+                   help="width runs: the widths to deploy (default 0.25,0.5,0.75,1)")
+    p.add_argument("--lambdas", type=opt.listing(opt.number(0.0), "0,0.01,0.1"), default=None, metavar="VALUES",
+                   help="early-exit and cascade runs: the learned policies' cost weights λ "
+                        "(default 0,0.01,0.02,0.05,0.1)")
+    p.add_argument("--int8", action="store_true",
+                   help="add every point with its graphs statically quantized to int8 (QDQ, calibrated on "
+                        "training data)")
+    p.add_argument("--calibration-batches", type=opt.POSITIVE, default=8,
+                   help="batches of 32 training inputs that calibrate the int8 graphs")
+    p.add_argument("--rounds", type=opt.POSITIVE, default=5, help="interleaved timing rounds at batch 1 and 64")
+    p.add_argument("--min-run-time", type=opt.number(0.0, low_open=True), default=0.2,
+                   help="seconds of timing per point, batch size and round")
+    add_threads(p, 1)
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    add_quiet(p)
+    p.set_defaults(func=deploy)
+
     p = sub.add_parser("info", help="describe a run directory")
     p.add_argument("run", type=opt.run_directory, help="a run directory")
     p.set_defaults(func=info)
@@ -240,3 +262,14 @@ def list_all(args: argparse.Namespace) -> None:
     print(f"data:     {', '.join(DATASETS)}")
     print(f"recipes:  {', '.join(list_recipes())}")
     print(f"runs:     {', '.join(list_kinds())}")
+
+
+def deploy(args: argparse.Namespace) -> None:
+    from ..deploy import deploy_run, summarize
+
+    out = deploy_run(args.run, args.out, int8=args.int8, calibration=args.calibration_batches, threads=args.threads,
+                     rounds=args.rounds, min_time=args.min_run_time, force=args.force, widths=args.widths,
+                     lambdas=args.lambdas)
+    print(f"wrote {out}: run it with `python -m dynscale.runtime {out} --input X.npy --latency-ms MS`")
+    for line in summarize(out):
+        print(line)

@@ -230,3 +230,27 @@ def load_dataset(name: str) -> Dataset:
             raise DataError(f"{directory} is not a directory; give idx:DIR with the four files")
         return load_idx_dir(directory, name=name)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "mnist": tuple(str(d) for d in range(10)),
+    "digits": tuple(str(d) for d in range(10)),
+}
+RAW_SCALE = {"digits": 16.0, "fashion-mnist": 255.0, "mnist": 255.0}  # raw pixel value of 1.0
+
+
+def class_names(data: Dataset) -> list[str]:
+    """The dataset's class names by label (the label itself where the dataset names none)."""
+    names = CLASS_NAMES.get(data.name)
+    return list(names) if names is not None and len(names) == data.num_classes else \
+        [str(k) for k in range(data.num_classes)]
+
+
+def input_description(name: str) -> dict:
+    """How a model of dataset ``name`` expects its input prepared: float32, NCHW, each raw pixel
+    divided by its scale (no mean or standard deviation is subtracted)."""
+    scale = RAW_SCALE.get(name, 255.0 if name.startswith("idx:") else None)
+    how = f"raw pixel / {scale:g}, in [0, 1]" if scale else "as the dataset's loader makes it"
+    return {"dtype": "float32", "layout": "NCHW", "scale": scale, "mean": None, "std": None, "prepare": how}

@@ -1,7 +1,7 @@
 """Dynamic fractional skipping (SPEC §4): per-input, per-block choice of skip or bit-width."""
 
 from ..methods import Method, register_method
-from . import commands
+from . import commands, deploy
 from .blocks import BlockRunner
 from .execute import DFSExecutor
 from .gates import GATES, Gate, LinearGate, UpfrontGate, make_gate
@@ -18,4 +18,5 @@ __all__ = ["DEFAULT_CHOICES", "EXECUTE_CHOICES", "FULL", "GATES", "SKIPNET_CHOIC
            "quantize_weight", "residual_blocks", "train_dfs_run"]
 
 register_method(Method("dfs", "dynamic fractional skipping: per example and block, skip or a bit-width",
-                       kinds=("dfs",), recipes=("dfs",), add_commands=commands.add_commands, points=commands.points))
+                       kinds=("dfs",), recipes=("dfs",), add_commands=commands.add_commands, points=commands.points,
+                       deploy=deploy.deploy))

@@ -42,6 +42,47 @@ DEFAULT_RUNTIME = "onnxruntime"  # the faster of the two on the benchmark's mach
 FIXED = ("auto", "float32", "int8")  # how the fixed segments run (auto: int8 when a block may run in int8)
 
 
+def cut_pieces(net: DFSNet, plain: nn.Module,
+               example: torch.Tensor) -> list[tuple[str, nn.Module, tuple[str, bool] | None]]:
+    """``plain`` (the dense copy of ``net``'s backbone) cut at every gated block's input and
+    output: ``("fixed", segment, None)`` and ``("gated", block module, (name, input is a ReLU's
+    output))`` in order.
+
+    Raises:
+        DynscaleError: for a gated block the network cannot be cut around.
+    """
+    try:
+        graph = trace(plain, example)
+        blocks = {b.name: b for b in graph.residual_blocks()}
+        order = {n.name: i for i, n in enumerate(graph.nodes())}
+        cuts_at = {b.node for b in graph.stage_boundaries()}
+        ends = []
+        for name in net.block_names:
+            block = blocks[name]
+            outside = [n.name for n in graph.nodes()[order[block.input] + 1:order[block.output] + 1]
+                       if n in graph.dynamic() and not any(q == name for q, _ in
+                                                            (n.meta.get("nn_module_stack") or {}).values())]
+            if block.input not in cuts_at or block.output not in cuts_at or outside:
+                raise DynscaleError(f"block {name!r} cannot be cut out of the network (another tensor lives "
+                                    "across it); the DFS executor runs networks whose gated blocks pass one "
+                                    "tensor on")
+            ends.append((block.input, block.output))
+        cuts = sorted(dict.fromkeys(c for pair in ends for c in pair), key=order.__getitem__)
+        segments = graph.split(cuts)
+    except GraphError as e:
+        raise DynscaleError(f"the DFS executor cuts the network at its gated blocks: {e}") from None
+    gated = {pair: i for i, pair in enumerate(ends)}
+    pieces = []
+    for k, segment in enumerate(segments):
+        span_of = (cuts[k - 1] if k else None, cuts[k] if k < len(cuts) else None)
+        if span_of in gated:
+            name = net.block_names[gated[span_of]]
+            pieces.append(("gated", plain.get_submodule(name), (name, is_relu(graph.node(span_of[0]), graph.gm))))
+        else:
+            pieces.append(("fixed", segment, None))
+    return pieces
+
+
 class DFSExecutor:
     """A trained DFSNet on real kernels, each example on its own path.
 
@@ -83,7 +124,7 @@ class DFSExecutor:
             self.plan: list[tuple[str, object]] = []
             self.paths: list[list[Kernel | None]] = []
             self.shapes: list[tuple[int, ...]] = []
-            for kind, piece, about in self._pieces(plain, batches[0][:1]):
+            for kind, piece, about in cut_pieces(net, plain, batches[0][:1]):
                 if kind == "fixed":
                     self.plan.append(("fixed", self._fixed(piece, batches, threads)))
                 else:
@@ -107,41 +148,6 @@ class DFSExecutor:
         Runtime); a call converts its input itself, a timed runner converts it beforehand."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else \
             x.contiguous()
-
-    def _pieces(self, plain: nn.Module,
-                example: torch.Tensor) -> list[tuple[str, nn.Module, tuple[str, bool] | None]]:
-        """The network cut at every gated block's input and output: ``("fixed", segment,
-        None)`` and ``("gated", block module, (name, input is a ReLU's output))`` in order."""
-        try:
-            graph = trace(plain, example)
-            blocks = {b.name: b for b in graph.residual_blocks()}
-            order = {n.name: i for i, n in enumerate(graph.nodes())}
-            cuts_at = {b.node for b in graph.stage_boundaries()}
-            ends = []
-            for name in self.net.block_names:
-                block = blocks[name]
-                outside = [n.name for n in graph.nodes()[order[block.input] + 1:order[block.output] + 1]
-                           if n in graph.dynamic() and not any(q == name for q, _ in
-                                                                (n.meta.get("nn_module_stack") or {}).values())]
-                if block.input not in cuts_at or block.output not in cuts_at or outside:
-                    raise DynscaleError(f"block {name!r} cannot be cut out of the network (another tensor lives "
-                                        "across it); the DFS executor runs networks whose gated blocks pass one "
-                                        "tensor on")
-                ends.append((block.input, block.output))
-            cuts = sorted(dict.fromkeys(c for pair in ends for c in pair), key=order.__getitem__)
-            segments = graph.split(cuts)
-        except GraphError as e:
-            raise DynscaleError(f"the DFS executor cuts the network at its gated blocks: {e}") from None
-        gated = {pair: i for i, pair in enumerate(ends)}
-        pieces = []
-        for k, segment in enumerate(segments):
-            span_of = (cuts[k - 1] if k else None, cuts[k] if k < len(cuts) else None)
-            if span_of in gated:
-                name = self.net.block_names[gated[span_of]]
-                pieces.append(("gated", plain.get_submodule(name), (name, is_relu(graph.node(span_of[0]), graph.gm))))
-            else:
-                pieces.append(("fixed", segment, None))
-        return pieces
 
     def _fixed(self, segment: nn.Module, batches: list[torch.Tensor], threads: int) -> Kernel:
         if self.fixed == "float32":

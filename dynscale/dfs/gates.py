@@ -111,7 +111,8 @@ class UpfrontGate(nn.Module):
 
     def forward(self, index: int, x: torch.Tensor, state):  # (B, C, H, W) -> (B, choices)
         if index == 0:
-            state = self.score(torch.relu(self.hidden(x.mean((2, 3))))).view(len(x), self.blocks, self.choices)
+            hidden = torch.relu(self.hidden(x.mean((2, 3))))  # (B, hidden)
+            state = self.score(hidden).view(-1, self.blocks, self.choices)  # (B, blocks, choices)
         return state[:, index], state
 
     def choose(self, index: int, x: torch.Tensor, state) -> tuple[torch.Tensor, object]:

@@ -1,7 +1,7 @@
 """DyVEDeep (SPEC §2): input-adaptive effort knobs on a trained network, no retraining."""
 
 from ..methods import Method, register_method
-from . import commands
+from . import commands, deploy
 from .costs import CostTable, measure
 from .layers import EffortConv2d, EffortLinear
 from .net import EffortNet, apply, off
@@ -15,4 +15,5 @@ __all__ = ["SDSS", "SFMA", "SPET", "CostTable", "EffortConv2d", "EffortLinear", 
            "parse_knobs", "sweep_effort_runs", "tune", "tune_run"]
 
 register_method(Method("effort", "DyVEDeep: input-adaptive effort knobs on a trained network, no retraining",
-                       kinds=("effort",), add_commands=commands.add_commands, points=commands.points))
+                       kinds=("effort",), add_commands=commands.add_commands, points=commands.points,
+                       deploy=deploy.deploy))

@@ -16,7 +16,6 @@ aside with a warning and measured again, never trusted; writes are atomic.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from torch.utils.benchmark import Timer
 from ..data.download import cache_dir
 from ..files import dumps_json, write_json
 from ..progress import progress_bar
+from ..runtime import cpu_model
 from ..schema import Int, ListOf, MapOf, Num, Record, SchemaError, Str, check_fields, setting
 from .kernels import KERNELS
 from .layers import EffortConv2d, EffortLayer
@@ -47,15 +47,7 @@ MIN_RUN_TIME = 0.05  # seconds of blocked_autorange per probe: a table is ~40 pr
 
 def machine() -> str:
     """This machine's fingerprint: the CPU model and the torch version."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} | torch {torch.__version__}"
+    return f"{cpu_model()} | torch {torch.__version__}"
 
 
 def cache_path() -> Path:

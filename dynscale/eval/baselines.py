@@ -95,13 +95,20 @@ def _quiet() -> Iterator[None]:
 
 def int8_onnx(plain: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> bytes:
     """The network as a statically quantized ONNX graph (QDQ: int8 weights per channel, uint8
-    activations), its activation ranges calibrated on ``calibration`` batches (NCHW).
+    activations), its activation ranges calibrated on ``calibration`` batches (NCHW)."""
+    return quantize_onnx(onnx_bytes(plain, example[:2]), [{"input": x} for x in calibration])
 
-    The exported graph is pre-processed first (shape inference and ONNX Runtime's clean-up):
-    without it the ``Identity`` nodes the exporter writes (for parameters it deduplicates, and
-    for identity shortcuts) keep ONNX Runtime from fusing the quantize/dequantize pairs around
-    convolutions, which then run in float32 between a dequantize and a quantize (an untrained
-    ResNet-38 ran 5× slower at batch 1, slower than in float32).
+
+def quantize_onnx(model_bytes: bytes, calibration: Sequence[dict[str, torch.Tensor]]) -> bytes:
+    """A float ONNX graph statically quantized (QDQ: int8 weights per channel, uint8
+    activations), its activation ranges calibrated on ``calibration`` feeds (input name ->
+    batch).
+
+    The graph is pre-processed first (shape inference and ONNX Runtime's clean-up): without it
+    the ``Identity`` nodes the exporter writes (for parameters it deduplicates, and for identity
+    shortcuts) keep ONNX Runtime from fusing the quantize/dequantize pairs around convolutions,
+    which then run in float32 between a dequantize and a quantize (an untrained ResNet-38 ran
+    5× slower at batch 1, slower than in float32).
     """
     require_onnxruntime()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -109,14 +116,14 @@ def int8_onnx(plain: nn.Module, example: torch.Tensor, calibration: Sequence[tor
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{"input": x.contiguous().numpy()} for x in calibration])
+            self.batches = iter([{k: v.contiguous().numpy() for k, v in feed.items()} for feed in calibration])
 
         def get_next(self):
             return next(self.batches, None)
 
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         source, prepared, target = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
-        source.write_bytes(onnx_bytes(plain, example[:2]))
+        source.write_bytes(model_bytes)
         quant_pre_process(str(source), str(prepared))
         quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)

@@ -76,15 +76,23 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
-    """Serialises a plain network as ONNX with a dynamic batch dimension (input ``input``,
-    output ``logits``), with the TorchScript exporter (it needs no onnxscript)."""
+def onnx_bytes(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], opset: int = 17,
+               input_names: tuple[str, ...] = ("input",), output_names: tuple[str, ...] = ("logits",)) -> bytes:
+    """Serialises a plain network as ONNX with a dynamic batch dimension on every input and
+    output (by default input ``input``, output ``logits``), with the TorchScript exporter (it
+    needs no onnxscript).
+
+    Args:
+        example: an input batch, or one per input of a network of several inputs.
+        input_names, output_names: the graph's names, one per input and output.
+    """
     buffer = io.BytesIO()
+    args = example if isinstance(example, tuple) else (example,)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(model.eval(), args, buffer, dynamo=False, opset_version=opset,
+                          input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes={name: {0: "batch"} for name in (*input_names, *output_names)})
     return buffer.getvalue()
 
 

@@ -2,7 +2,7 @@
 width runs and the width knob's operating points."""
 
 from ..methods import Method, register_method
-from . import commands
+from . import commands, deploy
 from .calibration import calibrate_bn, calibrate_run, calibration_loader
 from .recipes import IDP, MultiProfile, apply_random_cuts, draw_cut, freeze_blocks
 from .runs import train_run
@@ -14,4 +14,5 @@ __all__ = ["DEFAULT_WIDTHS", "IDP", "MultiProfile", "apply_random_cuts", "calibr
 
 register_method(Method("width", "a width knob: IDP profiles, universally slimmable and independent networks",
                        kinds=("width", "dense"), recipes=("idp", "multi-profile", "us", "independent"),
-                       add_commands=commands.add_commands, points=commands.points))
+                       add_commands=commands.add_commands, points=commands.points,
+                       deploy=deploy.deploy))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from torch import nn
@@ -142,7 +142,7 @@ def _directory_given(path: str | Path, option: str) -> Path:
 
 
 def check_output(path: str | Path, force: bool = False, option: str = "--out",
-                 inputs: Iterable[str | Path] = ()) -> Path:
+                 inputs: Iterable[str | Path] = (), what: tuple[str, Callable[[Path], bool]] | None = None) -> Path:
     """Checks, before any work, that a run (or another output directory) may be written at
     ``path``, and claims it for this process until it is written.
 
@@ -157,6 +157,8 @@ def check_output(path: str | Path, force: bool = False, option: str = "--out",
         force: replace an existing run.
         option: the option naming it, for the messages.
         inputs: the runs, files and directories the command reads.
+        what: for an output that is not a run (a deploy bundle): its noun and the test that
+            a directory is one (the only non-empty directory ``force`` replaces).
 
     Returns:
         ``path``.
@@ -164,18 +166,19 @@ def check_output(path: str | Path, force: bool = False, option: str = "--out",
     Raises:
         DynscaleError: naming the option and what to do.
     """
+    noun, is_ours = what if what is not None else ("a run", is_run_directory)
     path = _directory_given(path, option)
     check_not_input(path, inputs, option)
     _check_parent(path, option)
     claim_output(path, replace=force, option=option)  # before looking, so what is seen stays so
     try:
         if path.is_dir() and any(path.iterdir()):
-            if not is_run_directory(path):
-                raise DynscaleError(f"{option} {path} is a non-empty directory that is not a dynscale run; choose "
-                                    f"another {option}")
+            if not is_ours(path):
+                raise DynscaleError(f"{option} {path} is a non-empty directory that is not "
+                                    f"{noun.replace('a ', 'a dynscale ', 1)}; choose another {option}")
             if not force:
-                raise DynscaleError(f"{option} {path} already holds a run; pass --force to replace it (nothing of it "
-                                    f"is kept), or choose another {option}")
+                raise DynscaleError(f"{option} {path} already holds {noun}; pass --force to replace it (nothing of "
+                                    f"it is kept), or choose another {option}")
     except BaseException:
         release_output(path)
         raise

@@ -1,0 +1,41 @@
+"""The width method's part of ``dynscale deploy``: one dense graph per width (a dense export is
+one graph), each with its calibrated batch-norm statistics and the profile folded in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..cost import count_macs
+from ..deployable import Deployment, DeployPoint, GraphSpec
+from ..runs import Run
+
+DEPLOY_WIDTHS = (0.25, 0.5, 0.75, 1.0)
+
+
+def deploy(run: Run, *, calibration: Sequence[torch.Tensor], widths: Sequence[float] | None = None) -> Deployment:
+    """A width run as one graph per width (a dense export: its one width).
+
+    Args:
+        run: an opened width or dense run, with its dataset.
+        calibration: training inputs for the int8 graphs.
+        widths: the widths to deploy (default 0.25, 0.5, 0.75, 1); a dense export has one.
+    """
+    from ..export import dense  # the dense copy of a width is the export's
+
+    example = run.dataset.test_x[:8]
+    feeds = [{"input": x} for x in calibration]
+    if run.kind == "dense":
+        plains = {f"w{run.config.section['width']:g}": (run.model, float(run.config.section["width"]))}
+    else:
+        plains = {f"w{w:g}": (dense(run.model, w, example[:1]), w) for w in sorted(set(widths or DEPLOY_WIDTHS))}
+    graphs, points = {}, []
+    full = max(w for _, w in plains.values())
+    full_macs = count_macs(plains[f"w{full:g}"][0], example[:1]) if run.kind == "dense" else \
+        count_macs(dense(run.model, 1.0, example[:1]), example[:1])
+    for name, (plain, width) in plains.items():
+        graphs[name] = GraphSpec(plain.eval(), {"input": example}, calibration=feeds, int8="option")
+        points.append(DeployPoint(name, {"graph": name}, {"width": width}, reference=plain,
+                                  macs=count_macs(plain, example[:1])))
+    return Deployment({"kind": "single"}, graphs, points, full_macs)

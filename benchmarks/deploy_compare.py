@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 
 from dynscale.deploy import calibration_batches
 from dynscale.deployable import INT8_SUFFIX
 from dynscale.methods import method_of_kind
 from dynscale.runs import open_run
-from dynscale.runtime import Bundle, machine, measure_latency
+from dynscale.runtime import Bundle, machine, measure_latency, sample_batches
 
 
 def main() -> None:
@@ -35,13 +34,16 @@ def main() -> None:
     torch.set_num_threads(1)
     bundle = Bundle.load(args.bundle, threads=1)
     run = open_run(args.run, with_data=True, what="deploy_compare")
-    deployed = method_of_kind(run.kind).deploy(run, calibration=calibration_batches(run.dataset.train_x, 8),
-                                               **({"widths": [float(p.settings["width"]) for p in bundle.points
-                                                              if "width" in p.settings and not p.settings.get("int8")]}
-                                                  if run.kind in ("width",) else {}))
+    # The method's points again, with the bundle's own knob values (its PyTorch side, to time eagerly).
+    options = {}
+    for setting, option in (("width", "widths"), ("lambda", "lambdas")):
+        values = [p.settings[setting] for p in bundle.points if setting in p.settings and not p.settings.get("int8")]
+        if values and run.kind != "dense":
+            options[option] = values
+    deployed = method_of_kind(run.kind).deploy(run, calibration=calibration_batches(run.dataset.train_x, 8), **options)
     eager = {p.name: (p.eager or p.reference) for p in deployed.points}
     sample = bundle.sample()
-    inputs = {b: np.ascontiguousarray(np.resize(sample, (b, *sample.shape[1:]))) for b in (1, 64)}
+    inputs = sample_batches(sample, (1, 64))
     calls = {}
     for p in bundle.points:
         calls[f"ort:{p.name}"] = lambda x, p=p: bundle.run(x, p)

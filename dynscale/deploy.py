@@ -21,7 +21,7 @@ import hashlib
 import inspect
 import json
 import platform
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from .layers import WidthScaled
 from .methods import method_of_kind
 from .progress import progress_bar
 from .runs import RunConfig, check_output, open_run
-from .runtime import FORMAT, MANIFEST_VERSION, Bundle, check_manifest, machine, measure_latency
+from .runtime import FORMAT, MANIFEST_VERSION, Bundle, check_manifest, machine, measure_latency, sample_batches
 
 # Largest logit difference of a float32 point (several graphs in a row), relative to the logits' scale.
 FLOAT_TOLERANCE = 10 * ONNX_TOLERANCE
@@ -48,6 +48,14 @@ INT8_ACCURACY_POINTS = 1.0  # and its accuracy within this many points of the Py
 SAMPLE_SIZE = 256  # real test inputs kept in the bundle: a new machine times and checks on them
 LATENCY_BATCHES = (1, 64)
 INT8_BITOPS = (8 / 32) ** 2  # an int8 graph's BitOps against its float32 one's
+
+
+def _version() -> str:
+    """dynscale's installed version ("unknown" from a checkout that is not installed)."""
+    try:
+        return version("dynscale")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def is_bundle(path: Path) -> bool:
@@ -98,13 +106,22 @@ def deploy_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
         if value is not None and name not in takes:
             raise DynscaleError(f"--{name.replace('_', '-')} does nothing for {run_dir}, a {config.kind} run; "
                                 "leave it out")
+    for name, value, low in (("--calibration-batches", calibration, 1), ("--rounds", rounds, 1),
+                             ("--threads", threads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise DynscaleError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not min_time > 0:
+        raise DynscaleError(f"--min-run-time must be a positive number of seconds, got {min_time!r}")
     out = check_output(out, force, inputs=[run_dir], what=("a bundle", is_bundle))
-    if calibration < 1:
-        raise DynscaleError(f"--calibration-batches must be at least 1, got {calibration}")
     run = open_run(run_dir, with_data=True, what="deploy")
     data = run.dataset
     deployment = method.deploy(run, calibration=calibration_batches(data.train_x, calibration),
                                **{k: v for k, v in options.items() if v is not None})
+    names = [p.name for p in deployment.points]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DynscaleError(f"two operating points would both be called {twice[0]!r}; give each value once "
+                            "(--widths, --lambdas)")
     shape = list(data.test_x.shape[1:])
     about = {"input": {"shape": shape, **input_description(data.name)}, "classes": class_names(data),
              "source": {"run": str(Path(run_dir)), "kind": config.kind, "method": method.name,
@@ -143,11 +160,13 @@ def _fill(directory: Path, deployment: Deployment, data, about: dict, int8: bool
                                           "int8", False))
     sample = data.test_x[:SAMPLE_SIZE].contiguous().numpy()
     np.save(directory / "sample.npy", sample, allow_pickle=False)
+    sample_digest = hashlib.sha256((directory / "sample.npy").read_bytes()).hexdigest()
     manifest = {"format": FORMAT, "schema_version": MANIFEST_VERSION, **about,
                 "plan": deployment.structure, "graphs": graphs, "points": [], "notes": deployment.notes,
+                "sample": {"file": "sample.npy", "sha256": sample_digest, "examples": len(sample)},
                 "checks": {"float32": {"tolerance": FLOAT_TOLERANCE, "agreement": FLOAT_AGREEMENT},
                            "int8": {"agreement": INT8_AGREEMENT, "accuracy_points": INT8_ACCURACY_POINTS}},
-                "made_by": {"dynscale": version("dynscale"), "torch": torch.__version__,
+                "made_by": {"dynscale": _version(), "torch": torch.__version__,
                             "python": platform.python_version()}}
     draft = {**manifest, "points": [_entry(p, 0.0, 0.0, None) for p in points]}
     bundle = Bundle(directory, check_manifest(draft), threads)
@@ -155,12 +174,14 @@ def _fill(directory: Path, deployment: Deployment, data, about: dict, int8: bool
     bar = progress_bar(total=len(points), desc="checking points", progress=progress)
     for p in points:
         accuracy, macs, bitops = _check_point(bundle, p, data, deployment.full_macs)
+        if bitops is None:  # every MAC at the point's precision: float32 32×32 bits, int8 8×8
+            bitops = macs / deployment.full_macs * (INT8_BITOPS if p.precision == "int8" else 1.0)
         entries.append(_entry(p, accuracy, macs / deployment.full_macs, bitops, macs))
         bar.update(1)
     bar.close()
     manifest["points"] = entries
     bundle = Bundle(directory, check_manifest(manifest), threads)
-    inputs = {b: np.ascontiguousarray(np.resize(sample, (b, *sample.shape[1:]))) for b in LATENCY_BATCHES}
+    inputs = sample_batches(sample, LATENCY_BATCHES)  # consecutive real inputs: routes vary as in use
     calls = {p.name: (lambda x, p=p: bundle.run(x, p)) for p in bundle.points}
     latency = measure_latency(calls, inputs, rounds, min_time)
     for entry in manifest["points"]:
@@ -241,7 +262,7 @@ def _check_point(bundle: Bundle, p: DeployPoint, data, full_macs: float,
         if want.ndim == 2 and same.any():
             scale = max(1.0, float(np.abs(want).max()))
             diff = float(np.abs(got[same] - want[same]).max()) / scale
-        if agree < FLOAT_AGREEMENT or diff > FLOAT_TOLERANCE:
+        if agree < FLOAT_AGREEMENT or not diff <= FLOAT_TOLERANCE:
             raise DynscaleError(f"point {p.name}: the bundle's outputs differ from PyTorch's (predictions agree on "
                                 f"{100 * agree:.2f}%, logits by up to {diff:.3g} of their scale); please report it")
     elif agree < INT8_AGREEMENT or abs(accuracy - reference) * 100 > INT8_ACCURACY_POINTS:

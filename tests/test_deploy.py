@@ -320,3 +320,47 @@ def test_an_effort_run_deploys_its_dense_settings_and_names_the_knobs_it_cannot(
     manifest = json.loads((tmp_path / "dense" / "manifest.json").read_text())
     assert [p["name"] for p in manifest["points"]] == ["dense"]
     assert manifest["notes"] == ["left out loss≤100 (batch 1): spet on layer1 (not expressible as an ONNX saving)"]
+
+
+def test_latency_is_measured_over_many_real_inputs_not_one():
+    from dynscale.runtime import measure_latency, sample_batches
+
+    sample = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    batches = sample_batches(sample, (1, 4, 16))
+    assert [len(batches[b]) for b in (1, 4, 16)] == [10, 2, 1]
+    assert batches[16][0].shape == (16, 1, 1, 1)  # repeated to fill a batch larger than the sample
+    seen = []
+    measure_latency({"p": lambda x: seen.append(float(x[0, 0, 0, 0]))}, {1: batches[1]}, rounds=1, min_time=1e-6)
+    assert sorted(set(seen)) == list(range(10))  # every example's route is timed
+    with pytest.raises(BundleError, match="rounds >= 1"):
+        measure_latency({"p": print}, {1: batches[1]}, rounds=0)
+
+
+def test_a_policy_or_gate_plan_the_runtime_cannot_run_is_refused_at_load(exit_bundle, tmp_path):
+    _, bundle = exit_bundle
+    doc = json.loads((bundle / "manifest.json").read_text())
+    cases = {
+        "finite numbers only": lambda d: _policy(d, "loss≤1").update(threshold=float("nan")),
+        "not one of threshold": lambda d: _policy(d, "loss≤1").update(kind="magic"),
+        "finite numbers \\(softmax": lambda d: _policy(d, "λ=0.05")["decisions"][0].update(weight=[1.0]),
+        "must list nodes after": lambda d: _point(d, "λ=0.05")["plan"]["successors"].__setitem__(0, [0]),
+    }
+    for message, damage in cases.items():
+        copy = tmp_path / message.split()[0]
+        shutil.copytree(bundle, copy)
+        broken = json.loads(json.dumps(doc))
+        damage(broken)
+        (copy / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(BundleError, match=message):
+            Bundle.load(copy)
+
+
+def _point(doc, name):
+    return next(p for p in doc["points"] if p["name"] == name)
+
+
+def _policy(doc, name):
+    policy = _point(doc, name)["plan"]["policies"][0]
+    if policy.get("kind") == "learned" and "constant" in policy["decisions"][0]:
+        policy["decisions"][0] = {"weight": [0.0] * 13, "bias": 0.0}
+    return policy

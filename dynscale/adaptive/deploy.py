@@ -94,7 +94,7 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor], lambdas: Sequence[f
                 "policies": [policy_data(p, graph.names[i]) for i, p in enumerate(policies)]}
         return DeployPoint(label, plan, settings, reference, count=lambda ran: (ran @ costs, None))
 
-    if run.kind == CASCADE:  # the costliest network alone: every example jumps to it
+    if run.kind == CASCADE:  # every example ends at the costliest network (directly where an edge goes there)
         chain = [None if not s else FixedPolicy(0) if i >= reference_node else
                  FixedPolicy(s.index(reference_node) + 1 if reference_node in s else 1)
                  for i, s in enumerate(graph.successors)]

@@ -39,6 +39,18 @@ class GateStep(nn.Module):
         return state if self.gate.kind == "upfront" else scores
 
 
+class _Lazy:
+    """A callable made on its first call (the eager executor, which only a benchmark runs)."""
+
+    def __init__(self, make) -> None:
+        self.make, self.made = make, None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.made is None:
+            self.made = self.make()
+        return self.made(x)
+
+
 def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
     """A DFS run as fixed segments, gated blocks' paths and gate steps.
 
@@ -70,7 +82,7 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
             if kind == "fixed":
                 name = f"segment{len(gated_plan)}"
                 graphs[name] = GraphSpec(module, {"input": xs}, calibration=[{"input": f} for f in feeds],
-                                         int8="always" if fixed_int8 else "option")
+                                         int8="always" if fixed_int8 else "never")
                 gated_plan.append(name + INT8_SUFFIX if fixed_int8 else name)
                 if fixed_int8:
                     int8_fixed_macs += count_macs(module, xs[:1])
@@ -78,7 +90,7 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
                 block_name, nonnegative = about
                 name = f"block{block}-{block_name}".replace(".", "-")
                 graphs[name] = GraphSpec(module, {"input": xs}, calibration=[{"input": f} for f in feeds],
-                                         int8="always" if INT8 in net.choices else "option")
+                                         int8="always" if INT8 in net.choices else "never")
                 paths = []
                 for bits in net.choices:
                     if bits == 0:
@@ -118,7 +130,7 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
                           {"choices": list(net.choices), "gate": net.gate.kind,
                            "fixed": "int8" if fixed_int8 else "float32"},
                           reference=net, count=count, precision="int8" if INT8 in net.choices else "float32",
-                          int8_variant=False, eager=DFSExecutor(net, calibration, runtime="torch")),
+                          int8_variant=False, eager=_Lazy(lambda: DFSExecutor(net, calibration, runtime="torch"))),
               DeployPoint("full precision", {"pieces": ["full"], "gates": []}, {"gated": False}, reference=plain,
                           macs=net.full_macs, bitops_ratio=1.0)]
     return Deployment(structure, graphs, points, net.full_macs)

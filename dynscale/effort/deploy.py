@@ -31,6 +31,8 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
         DynscaleError: when every tuned setting runs a knob (naming them).
     """
     tuned = run.config.section["tuned"]
+    if not tuned:
+        raise DynscaleError(f"{run.path} holds no tuned setting; tune it with `dynscale effort tune`")
     label = [f"loss≤{t['max_loss']:g} (batch {t.get('batch', 1)})" for t in tuned]
     refused = {label[i]: _active(t["settings"]) for i, t in enumerate(tuned) if _active(t["settings"])}
     dense = [label[i] for i, t in enumerate(tuned) if label[i] not in refused]

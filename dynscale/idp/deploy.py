@@ -9,6 +9,7 @@ import torch
 
 from ..cost import count_macs
 from ..deployable import Deployment, DeployPoint, GraphSpec
+from ..errors import DynscaleError
 from ..runs import Run
 
 DEPLOY_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -26,6 +27,10 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor], widths: Sequence[fl
 
     example = run.dataset.test_x[:8]
     feeds = [{"input": x} for x in calibration]
+    if run.kind == "dense" and widths:
+        raise DynscaleError(f"--widths does nothing for {run.path}, a dense export of one width; leave it out")
+    if widths and len({f"{w:g}" for w in widths}) != len(set(widths)):
+        raise DynscaleError(f"--widths {','.join(map(str, widths))}: two widths print the same; give each once")
     if run.kind == "dense":
         plains = {f"w{run.config.section['width']:g}": (run.model, float(run.config.section["width"]))}
     else:

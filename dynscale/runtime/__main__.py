@@ -31,6 +31,7 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The runtime command's options."""
     p = argparse.ArgumentParser(prog="python -m dynscale.runtime",
                                 description="Run a dynscale deploy bundle with ONNX Runtime (no PyTorch).")
     p.add_argument("bundle", type=Path, help="the bundle's directory (from `dynscale deploy`)")
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the command; returns the exit status (2 with one line for bad input or a bad bundle)."""
     args = build_parser().parse_args(argv)
     try:
         if not args.input.is_file():
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             point = bundle.point
         result = bundle.run(x, point)
-    except (BundleError, OSError) as e:
+    except (BundleError, OSError, ValueError) as e:
         print(f"dynscale.runtime: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     classes = bundle.classes

@@ -19,7 +19,6 @@ from .manifest import BundleError, check_manifest, point_graphs
 from .plans import RUNNERS, Result
 
 MANIFEST = "manifest.json"
-SAMPLE = "sample.npy"  # real test inputs the bundle was checked on: for timing on a new machine
 CRITERIA = ("latency_ms", "macs_ratio", "accuracy")
 
 
@@ -51,6 +50,7 @@ class Point:
 
     @classmethod
     def of(cls, doc: dict) -> Point:
+        """A point from its checked manifest entry."""
         return cls(doc["name"], doc["precision"], float(doc["accuracy"]), float(doc["macs"]),
                    float(doc["macs_ratio"]), None if doc.get("bitops_ratio") is None else float(doc["bitops_ratio"]),
                    {int(b): float(ms) for b, ms in doc["latency_ms"].items()}, dict(doc.get("settings", {})),
@@ -97,6 +97,8 @@ class Bundle:
             BundleError: for a missing directory, a damaged manifest or a graph whose checksum
                 does not match.
         """
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise BundleError(f"threads must be a positive integer, got {threads!r}")
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.is_file():
@@ -104,18 +106,18 @@ class Bundle:
                               "DIR`")
         try:
             manifest = check_manifest(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged") from None
-        for name, graph in manifest["graphs"].items():
-            file = directory / graph["file"]
-            if not file.is_file() or file.resolve().parent != (directory / "graphs").resolve():
-                raise BundleError(f"{directory}: the graph {name!r} ({graph['file']}) is missing; the bundle is "
-                                  "incomplete, copy it whole")
-            if _sha256(file) != graph["sha256"]:
+        files = [(f"the graph {name!r}", graph["file"], graph["sha256"], "graphs")
+                 for name, graph in manifest["graphs"].items()]
+        files.append(("the sample", manifest["sample"]["file"], manifest["sample"]["sha256"], ""))
+        for what, name, digest, folder in files:
+            file = directory / name
+            if not file.is_file() or file.resolve().parent != (directory / folder).resolve():
+                raise BundleError(f"{directory}: {what} ({name}) is missing; the bundle is incomplete, copy it whole")
+            if _sha256(file) != digest:
                 raise BundleError(f"{file}: its checksum does not match the manifest; the file is damaged, copy the "
                                   "bundle again")
-        if not isinstance(threads, int) or threads < 1:
-            raise BundleError(f"threads must be a positive integer, got {threads!r}")
         return cls(directory, manifest, threads)
 
     @property
@@ -125,9 +127,15 @@ class Bundle:
 
     @property
     def classes(self) -> list[str]:
+        """The class names, by label."""
         return list(self.manifest["classes"])
 
     def point_named(self, name: str) -> Point:
+        """The operating point called ``name``.
+
+        Raises:
+            BundleError: naming the points there are.
+        """
         for p in self.points:
             if p.name == name:
                 return p
@@ -198,8 +206,8 @@ class Bundle:
         if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
             raise BundleError(f"the input has shape {tuple(x.shape)}; the bundle takes (N, "
                               f"{', '.join(map(str, self.input_shape))})")
-        if not np.issubdtype(x.dtype, np.number):
-            raise BundleError(f"the input is {x.dtype}, not numbers")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise BundleError(f"the input is {x.dtype}, not real numbers")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x).all():
             raise BundleError("the input holds NaN or infinite values; fix the data")
@@ -222,20 +230,24 @@ class Bundle:
         """
         chosen = self.point if point is None else point if isinstance(point, Point) else self.point_named(point)
         x = self._check_input(x)
-        sessions = {name: self._session(name) for name in point_graphs(self.manifest["plan"], chosen.plan)}
+        plan = self.manifest["plan"]
+        sessions = {name: self._session(name) for name in point_graphs(plan, chosen.plan, len(self.classes))}
         if not len(x):
-            return Result(np.zeros((0, len(self.classes)), np.float32), chosen.name, None)
+            route = {"graph": np.zeros((0, len(chosen.plan["nodes"])), bool),
+                     "dfs": np.zeros((0, len(chosen.plan["gates"])), np.int64)}.get(plan["kind"])
+            return Result(np.zeros((0, len(self.classes)), np.float32), chosen.name, route)
         logits, route = RUNNERS[self.manifest["plan"]["kind"]](sessions, self.manifest["plan"], chosen.plan, x)
         if not np.isfinite(logits).all():
             raise BundleError(f"the point {chosen.name} computed non-finite logits; the bundle or input is broken")
         return Result(logits, chosen.name, route)
 
     def sample(self) -> np.ndarray:
-        """The real test inputs the bundle was checked on ``(N, C, H, W)``."""
-        path = self.directory / SAMPLE
-        if not path.is_file():
-            raise BundleError(f"{path} is missing; the bundle is incomplete")
-        return self._check_input(np.load(path, allow_pickle=False))
+        """The real test inputs the bundle was checked on ``(N, C, H, W)`` (checksummed at load)."""
+        path = self.directory / self.manifest["sample"]["file"]
+        try:
+            return self._check_input(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise BundleError(f"{path} cannot be read ({e}); copy the bundle again") from None
 
     def calibrate_latency(self, batches: Sequence[int] = (1, 64), rounds: int = 5,
                           min_time: float = 0.2) -> dict[str, dict[int, float]]:
@@ -243,7 +255,8 @@ class Bundle:
 
         Each round times every point once per batch size, in turn (so a slower phase of the
         machine hits them all); a point's latency is the median over rounds of the mean time
-        per call, on the bundle's real sample inputs (repeated to fill a batch).
+        per call, on the bundle's real sample inputs: consecutive batches of it in turn (an
+        input-dependent point is timed over many examples' routes, not one).
 
         Args:
             batches: batch sizes.
@@ -255,8 +268,7 @@ class Bundle:
         """
         if rounds < 1 or not batches or any(b < 1 for b in batches):
             raise BundleError("give rounds >= 1 and positive batch sizes")
-        sample = self.sample()
-        inputs = {b: np.ascontiguousarray(np.resize(sample, (b, *sample.shape[1:]))) for b in batches}
+        inputs = sample_batches(self.sample(), batches)
         measured = measure_latency({p.name: (lambda x, p=p: self.run(x, p)) for p in self.points}, inputs, rounds,
                                    min_time)
         for p in self.points:
@@ -265,23 +277,42 @@ class Bundle:
         return measured
 
 
-def measure_latency(calls: dict[str, object], inputs: dict[int, np.ndarray], rounds: int = 5,
+def sample_batches(sample: np.ndarray, batches: Sequence[int], most: int = 64) -> dict[int, list[np.ndarray]]:
+    """Consecutive batches of ``sample`` per batch size, at most ``most`` of them (the sample
+    repeated where it is shorter than a batch): what latencies are measured on."""
+    out = {}
+    for b in batches:
+        count = max(1, min(most, len(sample) // b))
+        tiled = np.resize(sample, (max(b, len(sample)), *sample.shape[1:]))
+        out[b] = [np.ascontiguousarray(tiled[i * b:(i + 1) * b]) for i in range(count)]
+    return out
+
+
+def measure_latency(calls: dict[str, object], inputs: dict[int, list[np.ndarray]], rounds: int = 5,
                     min_time: float = 0.2) -> dict[str, dict[int, float]]:
-    """ms per call of each ``calls[name](x)`` at each batch of ``inputs``: interleaved rounds,
-    the median over rounds of the mean per call (warmed up once)."""
+    """ms per call of each ``calls[name](x)`` at each batch size of ``inputs``, cycling through
+    that size's batches: interleaved rounds (every call, every size, in turn), the median over
+    rounds of the mean per call, after one warm-up pass over every batch.
+
+    Raises:
+        BundleError: for no rounds, a non-positive time or a batch size without batches.
+    """
+    if rounds < 1 or not min_time > 0 or any(not xs for xs in inputs.values()):
+        raise BundleError("measure with rounds >= 1, min_time > 0 and at least one batch per size")
     times: dict[str, dict[int, list[float]]] = {name: {b: [] for b in inputs} for name in calls}
     for call in calls.values():
-        for x in inputs.values():
-            call(x)  # warm-up: sessions open, memory allocated
+        for xs in inputs.values():
+            for x in xs:
+                call(x)  # warm-up: sessions open, memory allocated
     for _ in range(rounds):
         for name, call in calls.items():
-            for b, x in inputs.items():
+            for b, xs in inputs.items():
                 count, start = 0, time.perf_counter()
                 while True:
-                    call(x)
+                    call(xs[count % len(xs)])
                     count += 1
                     elapsed = time.perf_counter() - start
-                    if elapsed >= min_time:
+                    if elapsed >= min_time and count >= len(xs):
                         break
                 times[name][b].append(1000 * elapsed / count)
     return {name: {b: round(statistics.median(ts), 6) for b, ts in per.items()} for name, per in times.items()}

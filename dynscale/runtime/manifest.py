@@ -18,7 +18,7 @@ class BundleError(ValueError):
 
 
 def _where(path: str) -> str:
-    return f"manifest.json: {path}"
+    return f"manifest.json: {path.lstrip('.')}"
 
 
 def need(doc: Any, key: str, kind: type | tuple[type, ...], path: str) -> Any:
@@ -33,7 +33,8 @@ def need(doc: Any, key: str, kind: type | tuple[type, ...], path: str) -> Any:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = " or ".join(k.__name__ for k in kinds)
-        raise BundleError(f"{_where(path + '.' + key)} is {type(value).__name__}, not {names}; the bundle is damaged")
+        raise BundleError(f"{_where(path + '.' + key)} is {type(value).__name__}, not {names}; the bundle is "
+                          "damaged")
     if isinstance(value, float) and not math.isfinite(value):
         raise BundleError(f"{_where(path + '.' + key)} is {value}; a bundle holds finite numbers only")
     return value
@@ -59,6 +60,8 @@ def check_manifest(doc: Any) -> dict:
         raise BundleError("manifest.json is not a dynscale bundle's manifest; give a directory written by "
                           "`dynscale deploy`")
     version = need(doc, "schema_version", int, "")
+    if version < 1:
+        raise BundleError(f"{_where('schema_version')} is {version}; the bundle is damaged")
     if version > MANIFEST_VERSION:
         raise BundleError(f"the bundle's manifest has schema version {version}, newer than this runtime reads "
                           f"({MANIFEST_VERSION}); upgrade dynscale")
@@ -66,11 +69,16 @@ def check_manifest(doc: Any) -> dict:
     kind = need(plan, "kind", str, "plan")
     if kind not in PLANS:
         raise BundleError(f"{_where('plan.kind')} is {kind!r}, not one of {', '.join(PLANS)}")
+    sample = need(doc, "sample", dict, "")
+    need(sample, "file", str, "sample")
+    need(sample, "sha256", str, "sample")
     inputs = need(doc, "input", dict, "")
     shape = need(inputs, "shape", list, "input")
     if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
         raise BundleError(f"{_where('input.shape')} must be positive integers, got {shape}")
-    need(doc, "classes", list, "")
+    classes = need(doc, "classes", list, "")
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise BundleError(f"{_where('classes')} must name each class (strings)")
     graphs = need(doc, "graphs", dict, "")
     for name, graph in graphs.items():
         need(graph, "file", str, f"graphs.{name}")
@@ -97,48 +105,106 @@ def check_manifest(doc: Any) -> dict:
         _number(point, "bitops_ratio", where, 0.0, optional=True)
         latency = need(point, "latency_ms", dict, where)
         for batch, ms in latency.items():
-            if not batch.isdigit() or isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0 \
+            if not batch.isdecimal() or isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0 \
                     or not math.isfinite(ms):
                 raise BundleError(f"{_where(where + '.latency_ms')}: {batch!r}: {ms!r} is not a batch size and a "
                                   "positive time in ms")
-        for graph in point_graphs(plan, need(point, "plan", dict, where)):
+        need(point, "settings", dict, where)
+        for graph in point_graphs(plan, need(point, "plan", dict, where), len(classes)):
             if graph not in graphs:
                 raise BundleError(f"{_where(where + '.plan')} names the graph {graph!r}, which the bundle lacks")
     return doc
 
 
-def point_graphs(plan: dict, point_plan: dict) -> list[str]:
-    """The graph names one operating point runs (for checking and for opening sessions).
+GATES = ("lstm", "linear", "upfront")
+POLICIES = ("threshold", "learned", "fixed")
+
+
+def _names(values: list, where: str) -> list[str]:
+    if not all(isinstance(v, str) for v in values):
+        raise BundleError(f"{_where(where)} must name graphs (strings), got {values!r}")
+    return values
+
+
+def _check_policy(policy: object, successors: list, classes: int, where: str) -> None:
+    """A node's policy as :func:`dynscale.runtime.plans.choose` reads it."""
+    kind = need(policy, "kind", str, where)
+    if kind not in POLICIES:
+        raise BundleError(f"{_where(where + '.kind')} is {kind!r}, not one of {', '.join(POLICIES)}")
+    if kind == "threshold":
+        _number(policy, "threshold", where, 0.0, 1.0)
+    elif kind == "fixed":
+        option = need(policy, "option", int, where)
+        if not 0 <= option <= len(successors):
+            raise BundleError(f"{_where(where + '.option')} = {option} lies outside 0..{len(successors)}")
+    else:
+        decisions = need(policy, "decisions", list, where)
+        if len(decisions) != len(successors):
+            raise BundleError(f"{_where(where + '.decisions')}: {len(decisions)} decisions for {len(successors)} "
+                              "successors; they must match")
+        for d, decision in enumerate(decisions):
+            at = f"{where}.decisions[{d}]"
+            if isinstance(decision, dict) and "constant" in decision:
+                need(decision, "constant", bool, at)
+                continue
+            weight = need(decision, "weight", list, at)
+            _number(decision, "bias", at)
+            if len(weight) != classes + 3 or not all(
+                    isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weight):
+                raise BundleError(f"{_where(at + '.weight')} must be {classes + 3} finite numbers (softmax, max, "
+                                  "margin, entropy)")
+
+
+def point_graphs(plan: dict, point_plan: dict, classes: int = 0) -> list[str]:
+    """Checks one operating point's plan against the bundle's and returns the graph names it runs.
 
     Raises:
         BundleError: for a point plan of the wrong shape.
     """
     kind = plan["kind"]
+    where = "points[].plan"
     if kind == "single":
-        return [need(point_plan, "graph", str, "points[].plan")]
+        return [need(point_plan, "graph", str, where)]
     if kind == "graph":
-        nodes = need(point_plan, "nodes", list, "points[].plan")
-        policies = need(point_plan, "policies", list, "points[].plan")
-        successors = need(point_plan, "successors", list, "points[].plan")
-        if not len(nodes) == len(policies) == len(successors):
-            raise BundleError(f"{_where('points[].plan')}: {len(nodes)} nodes, {len(policies)} policies and "
+        nodes = _names(need(point_plan, "nodes", list, where), where + ".nodes")
+        policies = need(point_plan, "policies", list, where)
+        successors = need(point_plan, "successors", list, where)
+        if not len(nodes) == len(policies) == len(successors) or not nodes:
+            raise BundleError(f"{_where(where)}: {len(nodes)} nodes, {len(policies)} policies and "
                               f"{len(successors)} successor lists; they must match")
         for i, policy in enumerate(policies):
             succ = successors[i]
             if not isinstance(succ, list) or any(isinstance(j, bool) or not isinstance(j, int) or not i < j < len(nodes)
                                                  for j in succ):
-                raise BundleError(f"{_where('points[].plan.successors')}[{i}] must list nodes after {i}, got {succ!r}")
-            if succ and not isinstance(policy, dict):
-                raise BundleError(f"{_where('points[].plan.policies')}[{i}]: node {i} has successors but no policy")
-        return [str(n) for n in nodes]
-    pieces = need(point_plan, "pieces", list, "points[].plan")
-    gates = need(point_plan, "gates", list, "points[].plan")
+                raise BundleError(f"{_where(where + '.successors')}[{i}] must list nodes after {i}, got {succ!r}")
+            if succ:
+                _check_policy(policy, succ, classes, f"{where}.policies[{i}]")
+        return nodes
+    gate = need(plan, "gate", str, "plan")
+    if gate not in GATES:
+        raise BundleError(f"{_where('plan.gate')} is {gate!r}, not one of {', '.join(GATES)}")
+    choices = need(plan, "choices", list, "plan")
+    if gate == "lstm" and need(plan, "hidden", int, "plan") < 1:
+        raise BundleError(f"{_where('plan.hidden')} must be a positive size for the lstm gate")
+    pieces = need(point_plan, "pieces", list, where)
+    gates = need(point_plan, "gates", list, where)
     names = []
+    gated = 0
     for piece in pieces:
         if isinstance(piece, str):
             names.append(piece)
-        elif isinstance(piece, list):
-            names.extend(str(p) for p in piece if p is not None)
+        elif isinstance(piece, list) and len(piece) == len(choices) and all(p is None or isinstance(p, str)
+                                                                            for p in piece):
+            names.extend(p for p in piece if p is not None)
+            gated += 1
         else:
-            raise BundleError(f"{_where('points[].plan.pieces')}: a piece is a graph name or a list of paths")
-    return names + [str(g) for g in gates if g is not None]
+            raise BundleError(f"{_where(where + '.pieces')}: a piece is a graph name or a list of {len(choices)} paths "
+                              f"(a graph name or null per choice), got {piece!r}")
+    if len(gates) != gated:
+        raise BundleError(f"{_where(where + '.gates')}: {len(gates)} gates for {gated} gated blocks; they must match")
+    for g, name in enumerate(gates):
+        wanted = name is None if gate == "upfront" and g else isinstance(name, str)
+        if not wanted:
+            raise BundleError(f"{_where(where + '.gates')}[{g}] must be "
+                              f"{'null (decided at the first block)' if gate == 'upfront' and g else 'a graph name'}")
+    return names + [g for g in gates if g is not None]

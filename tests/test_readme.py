@@ -26,6 +26,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     outcome, data = namespace["outcome"], namespace["data"]
     assert len(outcome.predictions) == len(data.test_y) and outcome.accuracy(data.test_y) > 0.3
     assert namespace["cascade"].graph().successors == [[1], []]
+    assert namespace["result"].logits.shape == (4, 10) and namespace["point"].macs_ratio <= 0.5
 
 
 def test_readme_starts_with_the_two_commands():

@@ -1,6 +1,8 @@
 """DyVEDeep: the shared primitive, each knob doing nothing and acting (with exact counts), the
 effort network, the tuner's bound, runs, and bad settings."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -396,6 +398,31 @@ def test_an_effort_run_round_trips_and_sweeps(tmp_path, synthetic, monkeypatch):
     assert point.accuracy == pytest.approx(tuned["test_accuracy"]) and point.macs == pytest.approx(tuned["test_macs"])
     assert curves[0].points[0].macs_ratio == 1.0 and curves[1].points[0].macs_ratio == 1.0
     assert {p.label for p in curves[2].points} == {"int8 (ONNX Runtime QDQ)", "int8 (PyTorch x86)"}
+
+
+def test_a_setting_that_keeps_every_layer_dense_runs_as_the_dense_network(tmp_path, synthetic, monkeypatch):
+    import dynscale.effort.runs as effort_runs
+    from dynscale.effort import sweep_effort_runs, tune_run
+    from dynscale.eval import TimingConfig
+    from dynscale.idp import train_run
+    from dynscale.train import TrainConfig
+
+    run = train_run(tmp_path / "mlp", "mlp", synthetic, TrainConfig(epochs=1, holdout=200),
+                    model_options={"hidden": [16]}, progress=False)
+    prefilled_costs(run, ["spet"], monkeypatch, batches=(1, 2))
+    out = tune_run(run, [1.0], knobs=["spet"], data=synthetic, examples=100, progress=False, threads=1)
+    doc = json.loads((out / "config.json").read_text())
+    doc["section"]["tuned"][0]["settings"] = {}  # the time tuner's answer where no knob pays
+    (out / "config.json").write_text(json.dumps(doc))
+    timed = []
+    real = effort_runs.torch_runner
+    monkeypatch.setattr(effort_runs, "torch_runner", lambda forward, **kw: timed.append(forward) or real(forward, **kw))
+    timing = TimingConfig(batch_sizes=[2], rounds=1, warmup=1, min_run_time=0.001, examples=8)
+    curves = sweep_effort_runs([out], timing=timing, progress=False)
+    kinds = [type(f).__name__ for f in timed]
+    assert kinds[0] == "EffortNet"  # knobs off: the effort layers with nothing on
+    assert timed[1] is not timed[0] and kinds[1] != "EffortNet"  # the tuned bound: the dense network itself
+    assert curves[-1].points[0].latency[0].ms > 0
 
 
 # ---- any traceable network -------------------------------------------------------------------

@@ -134,7 +134,8 @@ def effort_curve(net: EffortNet, config: RunConfig, name: str, data: Dataset, pr
     """Each tuned bound as an operating point on the test split, one curve per batch size it
     was tuned for, beside the baselines: the dense network (the reference, in eager PyTorch
     and ONNX Runtime), the knobs off (batch-norm folded, each layer on its fastest dense
-    kernel: a gain there is not the knobs'), and static int8.
+    kernel: a gain there is not the knobs'), and static int8. A bound whose setting keeps
+    every layer dense runs as the dense network (it is the dense network).
 
     The knobs run in eager PyTorch only (``onnxruntime``: not timed). With ``timing``, each
     layer's dense kernels come from the cost table measured at its batch sizes and threads.
@@ -160,6 +161,10 @@ def effort_curve(net: EffortNet, config: RunConfig, name: str, data: Dataset, pr
         def runner(runtime: str) -> Runner | None:
             if runtime != "torch":
                 return None  # the knobs decide per example in eager PyTorch; no other runtime runs them
+            if method == "dyvedeep" and not any(layer.active for layer in settings.layers.values()):
+                # Every layer dense: the point is the dense network (the reference), not the effort
+                # layers' copy (whose folded batch norm and per-layer kernels are the "knobs off" row).
+                return torch_runner(plain)
             return torch_runner(net, prepare=lambda: net.set_settings(settings))
 
         return Candidate(method, knob_values, label, measure_point, runner)

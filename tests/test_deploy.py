@@ -345,8 +345,8 @@ def test_a_policy_or_gate_plan_the_runtime_cannot_run_is_refused_at_load(exit_bu
         "finite numbers \\(softmax": lambda d: _policy(d, "λ=0.05")["decisions"][0].update(weight=[1.0]),
         "must list nodes after": lambda d: _point(d, "λ=0.05")["plan"]["successors"].__setitem__(0, [0]),
     }
-    for message, damage in cases.items():
-        copy = tmp_path / message.split()[0]
+    for i, (message, damage) in enumerate(cases.items()):
+        copy = tmp_path / f"case{i}"
         shutil.copytree(bundle, copy)
         broken = json.loads(json.dumps(doc))
         damage(broken)

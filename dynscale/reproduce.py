@@ -7,13 +7,14 @@ unchanged), each experiment is swept into ``OUT/NAME.json``, ``.md`` and ``.png`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from .data import Dataset, load_dataset
+from .data import load_dataset
 from .errors import CheckpointError, DynscaleError
 from .eval import format_table, write_report
 from .files import atomic_write, dumps_json, write_json
@@ -98,8 +99,7 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
     data = load_dataset(plan["data"])
     test_limit = plan["settings"][mode].get("test_limit")
     if test_limit:
-        data = Dataset(data.name, data.train_x, data.train_y, data.test_x[:test_limit],
-                       data.test_y[:test_limit], data.num_classes)
+        data = dataclasses.replace(data, test_x=data.test_x[:test_limit], test_y=data.test_y[:test_limit])
     widths = plan["widths"]
     needed = list(dict.fromkeys(r for e in experiments.values() for r in e["runs"]))
     for name in needed:

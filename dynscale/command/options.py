@@ -179,6 +179,10 @@ def data_name(text: str) -> str:
         if not Path(text[4:]).expanduser().is_dir():
             raise _fail(f"{text[4:] or 'the directory'} is not a directory; give idx:DIR with the four MNIST-format "
                         "files")
+    elif text.startswith("folder:"):
+        if not Path(text[7:]).expanduser().is_dir():
+            raise _fail(f"{text[7:] or 'the directory'} is not a directory; give folder:PATH with one directory per "
+                        "class of PNG or JPEG images")
     elif text not in DATASETS:
         raise _fail(f"unknown dataset {text!r}; choose one of {', '.join(DATASETS)}")
     return text

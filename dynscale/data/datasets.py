@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from ..errors import DataError
+from .augment import Augment, AugmentedLoader
+from .cifar import CIFAR, load_cifar_arrays, load_cifar_names
 from .download import FASHION_MNIST, MNIST, IdxSource, fetch_idx
+from .folder import folder_classes, load_folder_arrays
 from .idx import find_idx_files, read_idx
 
 DEBIAN_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
@@ -31,6 +35,7 @@ class Dataset:
     test_x: torch.Tensor  # (M, C, H, W)
     test_y: torch.Tensor  # (M,)
     num_classes: int
+    augment: Augment | None = None  # what the shuffled training loader does to each batch
 
     @property
     def in_channels(self) -> int:
@@ -51,8 +56,7 @@ class Dataset:
         if n >= len(self.train_y):
             return self
         keep = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:n]
-        return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x, self.test_y,
-                       self.num_classes)
+        return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
 
     def split_holdout(self, n: int) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]:
         """Sets ``n`` training examples aside, for fitting policies and thresholds on data the
@@ -73,8 +77,7 @@ class Dataset:
                              f"{self.name}'s {total} training examples, got {n}")
         order = torch.randperm(total, generator=torch.Generator().manual_seed(0))
         held, rest = order[:n], order[n:]
-        kept = Dataset(self.name, self.train_x[rest], self.train_y[rest], self.test_x, self.test_y,
-                       self.num_classes)
+        kept = dataclasses.replace(self, train_x=self.train_x[rest], train_y=self.train_y[rest])
         return kept, (self.train_x[held], self.train_y[held])
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False,
@@ -88,14 +91,19 @@ class Dataset:
             seed: seed of the shuffling generator.
             generator: the shuffling generator itself (its state then decides the order; a
                 trainer saves it to resume mid-epoch); overrides ``seed``.
+
+        The shuffled training split passes through the dataset's ``augment`` (CIFAR: random
+        crop with 4 pixels of padding and a horizontal flip), drawn from the same generator.
         """
         x, y = self.tensors(split)
         data = TensorDataset(x, y)
         # Whole batches are indexed at once: much faster than collating single examples.
-        base = (RandomSampler(data, generator=generator or torch.Generator().manual_seed(seed))
-                if shuffle else SequentialSampler(data))
-        return DataLoader(data, batch_size=None,
-                          sampler=BatchSampler(base, batch_size, drop_last=False))
+        generator = generator or torch.Generator().manual_seed(seed)
+        base = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+        loader = DataLoader(data, batch_size=None, sampler=BatchSampler(base, batch_size, drop_last=False))
+        if shuffle and split == "train" and self.augment is not None:
+            return AugmentedLoader(loader, self.augment, generator)  # the same generator: one seed decides all
+        return loader
 
 
 def _from_arrays(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray,
@@ -203,14 +211,16 @@ def make_synthetic(num_train: int = 1000, num_test: int = 300, num_classes: int 
     return Dataset("synthetic", tr_x, tr_y, te_x, te_y, num_classes)
 
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "synthetic", "idx:DIR")
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic", "idx:DIR", "folder:PATH")
 
 
 def load_dataset(name: str) -> Dataset:
     """Loads a dataset by name.
 
     Args:
-        name: ``digits``, ``fashion-mnist``, ``mnist``, ``synthetic`` or ``idx:DIR``.
+        name: ``digits``, ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100`` (the official
+            binary archives), ``synthetic``, ``idx:DIR`` or ``folder:PATH`` (class directories of
+            PNG/JPEG images, ``dynscale.data.folder``).
 
     Returns:
         The dataset.
@@ -224,6 +234,12 @@ def load_dataset(name: str) -> Dataset:
         return make_synthetic()
     if name in SOURCES:
         return load_idx_dir(locate_idx(name), name=name)
+    if name in CIFAR:
+        tr_x, tr_y, te_x, te_y, _ = load_cifar_arrays(name)
+        return dataclasses.replace(_from_arrays(name, tr_x, tr_y, te_x, te_y, scale=255.0), augment=Augment())
+    if name.startswith("folder:"):
+        tr_x, tr_y, te_x, te_y, _ = load_folder_arrays(name[len("folder:"):])
+        return _from_arrays(name, tr_x, tr_y, te_x, te_y, scale=255.0)
     if name.startswith("idx:"):
         directory = Path(name[4:]).expanduser()
         if not directory.is_dir():
@@ -236,14 +252,20 @@ CLASS_NAMES = {
     "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"),
     "mnist": tuple(str(d) for d in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "digits": tuple(str(d) for d in range(10)),
 }
-RAW_SCALE = {"digits": 16.0, "fashion-mnist": 255.0, "mnist": 255.0}  # raw pixel value of 1.0
+RAW_SCALE = {"digits": 16.0, "fashion-mnist": 255.0, "mnist": 255.0,  # raw pixel value of 1.0
+             "cifar10": 255.0, "cifar100": 255.0}  # raw pixel value of 1.0
 
 
 def class_names(data: Dataset) -> list[str]:
     """The dataset's class names by label (the label itself where the dataset names none)."""
     names = CLASS_NAMES.get(data.name)
+    if data.name == "cifar100":
+        names = load_cifar_names(data.name)
+    elif data.name.startswith("folder:"):
+        names = folder_classes(data.name[len("folder:"):])
     return list(names) if names is not None and len(names) == data.num_classes else \
         [str(k) for k in range(data.num_classes)]
 
@@ -251,6 +273,6 @@ def class_names(data: Dataset) -> list[str]:
 def input_description(name: str) -> dict:
     """How a model of dataset ``name`` expects its input prepared: float32, NCHW, each raw pixel
     divided by its scale (no mean or standard deviation is subtracted)."""
-    scale = RAW_SCALE.get(name, 255.0 if name.startswith("idx:") else None)
+    scale = RAW_SCALE.get(name, 255.0 if name.startswith(("idx:", "folder:")) else None)
     how = f"raw pixel / {scale:g}, in [0, 1]" if scale else "as the dataset's loader makes it"
     return {"dtype": "float32", "layout": "NCHW", "scale": scale, "mean": None, "std": None, "prepare": how}

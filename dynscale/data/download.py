@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,17 @@ def md5sum(path: Path) -> str:
 
 
 def download_file(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
-    """Downloads ``url`` to ``dest`` if its MD5 matches; nothing is left behind otherwise.
+    """Downloads ``url`` to ``dest`` if its MD5 matches, with a progress bar; an interrupted
+    download resumes where it stopped.
+
+    The bytes go to ``.NAME.part`` beside ``dest``; when that file exists, the download asks
+    the server for the rest (an HTTP ``Range`` request) and starts over if the server sends the
+    whole file. ``dest`` appears only after the checksum passes (atomic rename); a file whose
+    checksum fails is discarded.
 
     Args:
         url: the address to fetch.
-        dest: the final path; written only after the checksum passes (atomic rename).
+        dest: the final path.
         md5: the expected hex MD5.
         timeout: seconds to wait for the server.
 
@@ -73,27 +79,38 @@ def download_file(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path
         ``dest``.
 
     Raises:
-        DataError: if the download fails or the checksum does not match.
+        DataError: if the download fails (the partial file is kept, to resume) or the checksum
+            does not match (nothing is kept).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    part = dest.with_name(f".{dest.name}.part")
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-        got = md5sum(tmp)
-        if got != md5:
-            raise DataError(
-                f"checksum mismatch for {url}: expected MD5 {md5}, got {got}; the download is "
-                "corrupt and was discarded, try again or place the files yourself"
-            )
-        os.replace(tmp, dest)
-        return dest
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            resumed = have > 0 and resp.status == 206
+            total = resp.headers.get("Content-Length")
+            total = int(total) + (have if resumed else 0) if total and total.isdigit() else None
+            with open(part, "ab" if resumed else "wb") as out, \
+                    progress_bar(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
+                                 desc=dest.name, leave=False) as bar:
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the part already holds the whole file
+            pass
+        else:
+            raise DataError(f"cannot download {url}: {e}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise DataError(f"cannot download {url}: {e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot download {url}: {e}; run the command again to resume") from None
+    got = md5sum(part)
+    if got != md5:
+        part.unlink(missing_ok=True)
+        raise DataError(f"checksum mismatch for {url}: expected MD5 {md5}, got {got}; the download is corrupt and "
+                        "was discarded, try again or place the files yourself")
+    os.replace(part, dest)
+    return dest
 
 
 def fetch_idx(source: IdxSource, directory: Path | None = None) -> Path:

@@ -1,0 +1,56 @@
+"""Standard training augmentation as batched tensor operations (no torchvision): a random crop
+with zero padding and a horizontal flip, per example, drawn from the training loader's
+generator (so a run is reproducible by its seed, and a resumed run draws what it would have)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    """What the training loader does to each batch.
+
+    Attributes:
+        padding: zero padding on each side before a random crop back to the image's size
+            (0: no crop).
+        flip: flip each image horizontally with probability 0.5.
+    """
+
+    padding: int = 4
+    flip: bool = True
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # (B, C, H, W)
+        b, _, h, w = x.shape
+        if self.padding:
+            p = self.padding
+            padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p)
+            dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+            rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
+            batch = torch.arange(b)[:, None, None, None]
+            channel = torch.arange(x.shape[1])[None, :, None, None]
+            x = padded[batch, channel, rows, cols]  # (B, C, H, W)
+        if self.flip:
+            flipped = torch.rand(b, generator=generator) < 0.5
+            x = torch.where(flipped[:, None, None, None], x.flip(3), x)
+        return x
+
+
+class AugmentedLoader:
+    """A training loader whose batches pass through ``augment`` (same length and order)."""
+
+    def __init__(self, loader, augment: Augment, generator: torch.Generator) -> None:
+        self.loader, self.augment, self.generator = loader, augment, generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield self.augment(x, self.generator), y

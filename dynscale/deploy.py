@@ -123,7 +123,7 @@ def deploy_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, cali
         raise DynscaleError(f"two operating points would both be called {twice[0]!r}; give each value once "
                             "(--widths, --lambdas)")
     shape = list(data.test_x.shape[1:])
-    about = {"input": {"shape": shape, **input_description(data.name)}, "classes": class_names(data),
+    about = {"input": {"shape": shape, **input_description(data)}, "classes": class_names(data),
              "source": {"run": str(Path(run_dir)), "kind": config.kind, "method": method.name,
                         "data": data.name}}
     return atomic_directory(out, lambda tmp: _fill(tmp, deployment, data, about, int8, threads, rounds, min_time,

@@ -12,8 +12,19 @@ import numpy as np
 import pytest
 
 from dynscale.data import cifar, load_dataset
-from dynscale.data.datasets import class_names
+from dynscale.data.datasets import CIFAR_STATISTICS, class_names, input_description
 from dynscale.errors import DataError
+
+
+def raw(data, x) -> np.ndarray:
+    """Images in [0, 1] again, from a normalised dataset's tensors."""
+    mean = np.asarray(data.mean, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(data.std, dtype=np.float32)[None, :, None, None]
+    return x.numpy() * std + mean
+
+
+def cifar_statistics(name):
+    return CIFAR_STATISTICS[name]
 
 
 def records(n: int, label_bytes: int, seed: int) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -100,7 +111,9 @@ def test_the_binary_archive_is_downloaded_verified_and_read_record_by_record(nam
     want_x = np.concatenate([p for _, p in held["train"]])
     want_y = np.concatenate([y for y, _ in held["train"]])
     assert data.train_x.shape == (10 * len(source.train), 3, 32, 32) and data.test_x.shape == (10, 3, 32, 32)
-    assert np.array_equal((data.train_x.numpy() * 255).round().astype(np.uint8), want_x)
+    assert np.array_equal((raw(data, data.train_x) * 255).round().astype(np.uint8), want_x)
+    assert data.mean == cifar_statistics(name)[0] and abs(float(data.train_x.mean())) < 2  # normalised per channel
+    assert input_description(data)["mean"] == list(data.mean) and data.augment.fill[0] < 0
     assert np.array_equal(data.train_y.numpy(), want_y)  # CIFAR-100: the fine label, the second byte
     expected = ["class0", "class1"] if name == "cifar100" else ["airplane", "automobile"]  # the archive's / CIFAR-10's
     assert class_names(data)[:2] == expected
@@ -177,8 +190,9 @@ def test_one_folder_of_class_directories_is_split_the_same_way_every_time(tmp_pa
     from PIL import Image
 
     first = np.asarray(Image.open(tmp_path / "pets" / "cat" / "img00.png"))
-    assert any(np.array_equal((x[0].numpy() * 255).round().astype(np.uint8), first)
-               for x in torch_cat(data.train_x, data.test_x))
+    assert any(np.array_equal((x[0] * 255).round().astype(np.uint8), first)
+               for x in raw(data, torch_cat(data.train_x, data.test_x)))
+    assert data.mean is not None and len(data.mean) == 1  # the training split's own statistics
 
 
 def torch_cat(a, b):
@@ -238,3 +252,19 @@ def test_augmentation_crops_and_flips_each_example_reproducibly_by_seed():
     plain = [b for b, _ in data.loader("test", 4)]
     assert torch.equal(plain[0], x)  # the test split is never augmented
     assert data.limit(4).augment == data.augment and data.split_holdout(4)[0].augment == data.augment
+
+
+def test_a_normalised_dataset_pads_with_what_a_black_pixel_became_and_checks_its_statistics():
+    import torch
+
+    from dynscale.data import make_synthetic
+    from dynscale.data.augment import Augment
+    from dynscale.data.datasets import normalised
+
+    x = torch.ones(64, 1, 4, 4)
+    out = Augment(padding=2, flip=False, fill=(-5.0,))(x, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) <= {1.0, -5.0} and (out == -5.0).any()  # the border is the fill
+    data = normalised(make_synthetic(), (0.5,), (0.25,))
+    assert data.mean == (0.5,) and float(data.train_x.max()) <= 2.0 + 1e-6  # (1 - 0.5) / 0.25
+    with pytest.raises(DataError, match="a mean and a positive std per channel"):
+        normalised(make_synthetic(), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))

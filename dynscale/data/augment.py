@@ -19,16 +19,24 @@ class Augment:
         padding: zero padding on each side before a random crop back to the image's size
             (0: no crop).
         flip: flip each image horizontally with probability 0.5.
+        fill: the padding's value per channel (a normalised dataset pads with the value a raw
+            0 pixel takes); None: 0.
     """
 
     padding: int = 4
     flip: bool = True
+    fill: tuple[float, ...] | None = None
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # (B, C, H, W)
         b, _, h, w = x.shape
         if self.padding:
             p = self.padding
             padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p)
+            if self.fill is not None:
+                border = torch.ones_like(padded[:1, :1]).bool()  # (1, 1, H + 2p, W + 2p)
+                border[..., p:p + h, p:p + w] = False
+                fill = torch.tensor(self.fill, dtype=x.dtype)[None, :, None, None]
+                padded = torch.where(border, fill, padded)
             dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
             dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
             rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)

@@ -26,7 +26,8 @@ SOURCES: dict[str, IdxSource] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
 class Dataset:
     """Train and test tensors of an image-classification dataset.
 
-    Images are float32 in [0, 1] shaped (N, C, H, W); labels are int64 shaped (N,).
+    Images are float32 shaped (N, C, H, W): in [0, 1], or, where ``mean`` and ``std`` are set,
+    ``(pixel / scale - mean) / std`` per channel; labels are int64 shaped (N,).
     """
 
     name: str
@@ -36,6 +37,8 @@ class Dataset:
     test_y: torch.Tensor  # (M,)
     num_classes: int
     augment: Augment | None = None  # what the shuffled training loader does to each batch
+    mean: tuple[float, ...] | None = None  # per channel, subtracted from the [0, 1] images (None: not normalised)
+    std: tuple[float, ...] | None = None  # per channel, divided by after the mean
 
     @property
     def in_channels(self) -> int:
@@ -236,10 +239,14 @@ def load_dataset(name: str) -> Dataset:
         return load_idx_dir(locate_idx(name), name=name)
     if name in CIFAR:
         tr_x, tr_y, te_x, te_y, _ = load_cifar_arrays(name)
-        return dataclasses.replace(_from_arrays(name, tr_x, tr_y, te_x, te_y, scale=255.0), augment=Augment())
+        data = normalised(_from_arrays(name, tr_x, tr_y, te_x, te_y, scale=255.0), *CIFAR_STATISTICS[name])
+        return dataclasses.replace(data, augment=Augment(fill=tuple(-m / s for m, s in zip(data.mean, data.std,
+                                                                                               strict=True))))
     if name.startswith("folder:"):
         tr_x, tr_y, te_x, te_y, _ = load_folder_arrays(name[len("folder:"):])
-        return _from_arrays(name, tr_x, tr_y, te_x, te_y, scale=255.0)
+        data = _from_arrays(name, tr_x, tr_y, te_x, te_y, scale=255.0)
+        mean, std = data.train_x.mean((0, 2, 3)), data.train_x.std((0, 2, 3)).clamp_min(1e-3)  # (C,) of the train split
+        return normalised(data, tuple(mean.tolist()), tuple(std.tolist()))
     if name.startswith("idx:"):
         directory = Path(name[4:]).expanduser()
         if not directory.is_dir():
@@ -270,9 +277,35 @@ def class_names(data: Dataset) -> list[str]:
         [str(k) for k in range(data.num_classes)]
 
 
-def input_description(name: str) -> dict:
-    """How a model of dataset ``name`` expects its input prepared: float32, NCHW, each raw pixel
-    divided by its scale (no mean or standard deviation is subtracted)."""
+def input_description(data: Dataset) -> dict:
+    """How a model of ``data`` expects its input prepared: float32, NCHW, each raw pixel divided
+    by its scale, then, where the dataset is normalised, the mean subtracted and divided by the
+    standard deviation, per channel."""
+    name = data.name
     scale = RAW_SCALE.get(name, 255.0 if name.startswith(("idx:", "folder:")) else None)
     how = f"raw pixel / {scale:g}, in [0, 1]" if scale else "as the dataset's loader makes it"
-    return {"dtype": "float32", "layout": "NCHW", "scale": scale, "mean": None, "std": None, "prepare": how}
+    if data.mean is not None:
+        how += ", then (x - mean) / std per channel"
+    return {"dtype": "float32", "layout": "NCHW", "scale": scale,
+            "mean": list(data.mean) if data.mean is not None else None,
+            "std": list(data.std) if data.std is not None else None, "prepare": how}
+
+
+# Per-channel mean and standard deviation of the training images in [0, 1] (the usual values).
+CIFAR_STATISTICS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
+
+
+def normalised(data: Dataset, mean: tuple[float, ...], std: tuple[float, ...]) -> Dataset:
+    """``data`` with both splits normalised per channel: ``(x - mean) / std``.
+
+    Raises:
+        DataError: for statistics that do not match the images' channels, or a std <= 0.
+    """
+    if len(mean) != data.in_channels or len(std) != data.in_channels or min(std) <= 0:
+        raise DataError(f"{data.name}: normalisation needs a mean and a positive std per channel "
+                        f"({data.in_channels}), got {mean} and {std}")
+    m = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]  # (1, C, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
+    return dataclasses.replace(data, train_x=(data.train_x - m) / s, test_x=(data.test_x - m) / s,
+                               mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))

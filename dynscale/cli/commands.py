@@ -1,5 +1,6 @@
 """The shell's own commands, which work on any run or on the whole package: ``info``, ``list``,
-``pick``, ``convert``, and the IDP paper's ``reproduce``, ``compare`` and ``demo``."""
+``pick``, ``convert``, ``deploy`` (a bundle of any method's run), and the IDP paper's
+``reproduce``, ``compare`` and ``demo``."""
 
 from __future__ import annotations
 

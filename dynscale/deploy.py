@@ -31,7 +31,7 @@ from .data import class_names, input_description
 from .deployable import INT8_SUFFIX, Deployment, DeployPoint, GraphSpec, int8_plan
 from .errors import DynscaleError
 from .eval.baselines import quantize_onnx
-from .eval.runtime import ONNX_TOLERANCE, onnx_bytes, onnxruntime_session, require_onnxruntime
+from .eval.runtime import ONNX_TOLERANCE, check_onnx_equal, onnx_bytes, onnxruntime_session, require_onnxruntime
 from .export import dense
 from .files import atomic_directory, dumps_json
 from .layers import WidthScaled
@@ -200,18 +200,7 @@ def _export(name: str, spec: GraphSpec) -> bytes:
     if any(isinstance(m, WidthScaled) for m in module.modules()):  # incomplete layers at full width: plain ones
         plain = dense(module, 1.0, example[0][:1])
     data = onnx_bytes(plain, example, input_names=tuple(spec.example), output_names=spec.outputs)
-    session = onnxruntime_session(data)
-    with torch.no_grad():
-        expected = module(*example)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    got = session.run(None, {k: v.contiguous().numpy() for k, v in spec.example.items()})
-    for out_name, want, have in zip(spec.outputs, expected, got, strict=True):
-        want = want.numpy()
-        scale = max(1.0, float(np.abs(want).max()))
-        diff = float(np.abs(have - want).max()) if have.shape == want.shape else float("inf")
-        if not diff <= ONNX_TOLERANCE * scale:
-            raise DynscaleError(f"the graph {name!r} ({out_name}): ONNX Runtime's outputs differ from PyTorch's by "
-                                f"{diff:.3g}; this piece cannot be deployed, please report it")
+    check_onnx_equal(onnxruntime_session(data), module, spec.example, f"the graph {name!r}", spec.outputs)
     return data
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import DynscaleError
+from ..runtime import cpu_session
 from .timing import RUNTIMES, Runner, check_runtime
 
 # Largest allowed difference between ONNX Runtime's and PyTorch's logits, relative to their scale.
@@ -98,30 +99,35 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...
 
 def onnxruntime_session(model_bytes: bytes, threads: int = 1):
     """An ONNX Runtime CPU session with ``threads`` intra-op threads, one inter-op thread and
-    every graph optimisation on."""
-    ort = require_onnxruntime()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    every graph optimisation on (the deploy runtime's sessions: ``dynscale.runtime.cpu_session``)."""
+    require_onnxruntime()
+    return cpu_session(model_bytes, threads)
 
 
-def check_onnx_equal(session, model: nn.Module, example: torch.Tensor, what: str) -> None:
-    """Checks that ONNX Runtime computes what PyTorch does on ``example``.
+def check_onnx_equal(session, model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor], what: str,
+                     names: tuple[str, ...] = ("logits",)) -> None:
+    """Checks that ONNX Runtime computes what PyTorch does on ``example``, every output.
+
+    Args:
+        example: the input batch (the graph's input ``input``), or a batch per input name.
+        names: the outputs' names, for the message.
 
     Raises:
-        DynscaleError: naming the largest difference.
+        DynscaleError: naming the output and its largest difference.
     """
+    feeds = example if isinstance(example, dict) else {"input": example}
     with torch.no_grad():
-        expected = model.eval()(example).numpy()
-    (got,) = session.run(None, {"input": example.numpy()})
-    scale = max(1.0, float(np.abs(expected).max()))
-    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-    if not diff <= ONNX_TOLERANCE * scale:
-        raise DynscaleError(f"{what}: ONNX Runtime's outputs differ from PyTorch's by {diff:.3g}; "
-                            "this export cannot be timed, please report it")
+        expected = model.eval()(*feeds.values())
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = session.run(None, {k: v.contiguous().numpy() for k, v in feeds.items()})
+    for i, (want, have) in enumerate(zip(expected, got, strict=True)):
+        want = want.numpy()
+        scale = max(1.0, float(np.abs(want).max()))
+        diff = float(np.abs(have - want).max()) if have.shape == want.shape else float("inf")
+        if not diff <= ONNX_TOLERANCE * scale:
+            output = f" ({names[i] if i < len(names) else i})" if len(expected) > 1 else ""
+            raise DynscaleError(f"{what}{output}: ONNX Runtime's outputs differ from PyTorch's by {diff:.3g}; "
+                                "this export cannot be used, please report it")
 
 
 def onnxruntime_runner(model: nn.Module, example: torch.Tensor, threads: int = 1, what: str = "model") -> Runner:

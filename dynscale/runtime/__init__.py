@@ -11,9 +11,9 @@ training library. ::
 ``python -m dynscale.runtime DIR --input x.npy --latency-ms 2`` does the same from a shell.
 """
 
-from .bundle import Bundle, Point, cpu_model, machine, measure_latency, sample_batches
+from .bundle import Bundle, Point, cpu_model, cpu_session, machine, measure_latency, sample_batches
 from .manifest import FORMAT, MANIFEST_VERSION, BundleError, check_manifest
 from .plans import Result
 
 __all__ = ["FORMAT", "MANIFEST_VERSION", "Bundle", "BundleError", "Point", "Result", "check_manifest", "cpu_model",
-           "machine", "measure_latency", "sample_batches"]
+           "cpu_session", "machine", "measure_latency", "sample_batches"]

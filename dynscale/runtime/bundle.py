@@ -65,6 +65,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cpu_session(model: bytes | str, threads: int = 1):
+    """An ONNX Runtime CPU session of ``model`` (bytes or a file's path) with ``threads``
+    intra-op threads, one inter-op thread, sequential execution and every graph optimisation
+    on: how dynscale times and runs every graph."""
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def _onnxruntime():
     try:
         import onnxruntime
@@ -188,14 +201,7 @@ class Bundle:
 
     def _session(self, name: str):
         if name not in self._sessions:
-            ort = _onnxruntime()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = ort.InferenceSession(str(self.directory / self.manifest["graphs"][name]["file"]), options,
-                                           providers=["CPUExecutionProvider"])
+            session = cpu_session(str(self.directory / self.manifest["graphs"][name]["file"]), self.threads)
             self._sessions[name] = lambda feeds, s=session: s.run(None, feeds)
         return self._sessions[name]
 

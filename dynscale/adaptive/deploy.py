@@ -16,9 +16,9 @@ from ..errors import DynscaleError
 from ..runs import Run
 from .cascade import WholeNetwork
 from .graph import AdaptiveGraph
-from .policy import FixedPolicy, LearnedPolicy, ThresholdPolicy, calibrate_threshold, fit_policies
+from .policy import FixedPolicy, LearnedPolicy, ThresholdPolicy
 from .runs import CASCADE
-from .sweep import held_out
+from .sweep import costliest_node, held_out, policy_sets
 
 DEPLOY_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1)
 DEPLOY_MAX_LOSSES = (0.5, 1.0, 2.0)
@@ -70,13 +70,9 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor], lambdas: Sequence[f
     data = run.dataset
     graph = run.model.graph()
     k = len(graph.nodes)
-    if run.kind == CASCADE:
-        reference_node = max(range(k), key=lambda i: graph.nodes[i].macs)
-    else:
-        reference_node = k - 1
-    held_x, held_y = held_out(data, run.config, str(run.path))
-    held_logits = graph.all_logits(held_x)
-    held_reference = (held_logits[reference_node].argmax(1) == held_y).float().mean().item()
+    reference_node = costliest_node(graph) if run.kind == CASCADE else k - 1
+    learned, threshold = policy_sets(graph, held_out(data, run.config, str(run.path)), reference_node,
+                                     DEPLOY_LAMBDAS if lambdas is None else lambdas, DEPLOY_MAX_LOSSES)
     example = _node_inputs(graph, data.test_x[:8])
     feeds = list(zip(*[_node_inputs(graph, x) for x in calibration], strict=True))
     names = [f"node{i}-{n.name}".replace("/", "-").replace(":", "-") for i, n in enumerate(graph.nodes)]
@@ -106,12 +102,7 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor], lambdas: Sequence[f
         points = [DeployPoint("full", {"nodes": ["backbone"], "successors": [[]], "policies": [None]},
                               {"policy": "none: the backbone without exits"},
                               lambda x: backbone(x)[1].detach(), macs=graph.full_macs)]
-    for lam in lambdas if lambdas is not None else DEPLOY_LAMBDAS:
-        points.append(point(f"λ={lam:g}", fit_policies(graph, held_logits, held_y, lam),
-                            {"policy": "learned", "lambda": lam}))
-    for loss in DEPLOY_MAX_LOSSES:
-        t = calibrate_threshold(graph, held_logits, held_y, held_reference - loss / 100)
-        points.append(point(f"loss≤{loss:g}", [ThresholdPolicy(t) if s else None for s in graph.successors],
-                            {"policy": "confidence threshold", "max_loss": loss,
-                             "threshold": t if np.isfinite(t) else None}))
+    points += [point(label, policies, {"policy": "learned", **knobs}) for label, policies, knobs in learned]
+    points += [point(label, policies, {"policy": "confidence threshold", **knobs})
+               for label, policies, knobs in threshold]
     return Deployment({"kind": "graph"}, graphs, points, graph.full_macs)

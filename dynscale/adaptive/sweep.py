@@ -82,9 +82,7 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
     for loss in max_losses:
         if not 0 <= loss <= 100:
             raise ValueError(f"an allowed accuracy loss must be between 0 and 100 points, got {loss}")
-    held_x, held_y = held
-    held_logits = graph.all_logits(held_x)
-    held_reference = (held_logits[reference_node].argmax(1) == held_y).float().mean().item()
+    learned_sets, threshold_sets = policy_sets(graph, held, reference_node, lambdas, max_losses, estimator)
     names = graph.names
     jumps = any(len(s) > 1 for s in graph.successors)
     stored = _parameters(*graph.modules)
@@ -135,15 +133,10 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
 
     full = network("full", reference, graph.full_macs, reference_node, {}, None)
     learned = []
-    for lam in lambdas:
-        policies = fit_policies(graph, held_logits, held_y, lam, estimator)
+    for label, policies, knobs in learned_sets:
         described = {names[i]: [d.to_dict() for d in p.decisions] for i, p in enumerate(policies) if p is not None}
-        learned.append(routed(f"λ={lam:g}", policies, {"lambda": lam}, described))
-    threshold = []
-    for loss in max_losses:
-        t = calibrate_threshold(graph, held_logits, held_y, held_reference - loss / 100)
-        threshold.append(routed(f"loss≤{loss:g}", threshold_policies(graph, t),
-                                {"max_loss": loss, "threshold": t if t != float("inf") else None}))
+        learned.append(routed(label, policies, knobs, described))
+    threshold = [routed(label, policies, knobs) for label, policies, knobs in threshold_sets]
     curves = [(CurveSpec(f"{Path(name).name}: {FULL}", name, data, FULL), [full]),
               (CurveSpec(f"{Path(name).name}: {LEARNED}", name, data, LEARNED), learned),
               (CurveSpec(f"{Path(name).name}: {THRESHOLD}", name, data, THRESHOLD), threshold)]
@@ -153,6 +146,34 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
         curves.append((CurveSpec(f"{Path(name).name}: {SINGLE}", name, data, SINGLE), single))
     with eval_mode(reference, *graph.modules):  # every module's own flag comes back afterwards
         return evaluate(curves, full, test, timing, progress)
+
+
+def policy_sets(graph: AdaptiveGraph, held: tuple[torch.Tensor, torch.Tensor], reference_node: int,
+                lambdas: Sequence[float], max_losses: Sequence[float],
+                estimator=None) -> tuple[list[tuple[str, list, dict]], list[tuple[str, list, dict]]]:
+    """Every node's policies at each operating point, fitted on held-out examples: the learned
+    policies at each λ, and the confidence threshold calibrated to lose at most each of
+    ``max_losses`` accuracy points against the reference node on them.
+
+    Returns:
+        ``(learned, threshold)``: lists of ``(label, policies, knobs)``.
+    """
+    held_x, held_y = held
+    held_logits = graph.all_logits(held_x)
+    held_reference = (held_logits[reference_node].argmax(1) == held_y).float().mean().item()
+    learned = [(f"λ={lam:g}", fit_policies(graph, held_logits, held_y, lam, estimator), {"lambda": lam})
+               for lam in lambdas]
+    threshold = []
+    for loss in max_losses:
+        t = calibrate_threshold(graph, held_logits, held_y, held_reference - loss / 100)
+        threshold.append((f"loss≤{loss:g}", threshold_policies(graph, t),
+                          {"max_loss": loss, "threshold": t if t != float("inf") else None}))
+    return learned, threshold
+
+
+def costliest_node(graph: AdaptiveGraph) -> int:
+    """The node whose network costs the most: a cascade's reference."""
+    return max(range(len(graph.nodes)), key=lambda i: graph.nodes[i].macs)
 
 
 def held_out(data: Dataset, config: RunConfig, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +208,7 @@ def sweep_adaptive_run(run_dir: str | Path, lambdas: Sequence[float] = DEFAULT_L
 def _sweep_cascade(cascade: Cascade, name: str, dataset: Dataset, config: RunConfig, lambdas: Sequence[float],
                    max_losses: Sequence[float], **options) -> list[Curve]:
     graph = cascade.graph()
-    costliest = max(range(len(graph.nodes)), key=lambda i: graph.nodes[i].macs)
+    costliest = costliest_node(graph)
     return sweep_graph(graph, cascade.networks[costliest], costliest, held_out(dataset, config, name),
                        (dataset.test_x, dataset.test_y), name, dataset.name, lambdas, max_losses, singles=True,
                        method="network-selection", **options)

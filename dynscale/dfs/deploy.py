@@ -16,8 +16,7 @@ from ..cost import count_macs
 from ..deployable import INT8_SUFFIX, Deployment, DeployPoint, GraphSpec
 from ..errors import DynscaleError
 from ..runs import Run
-from .blocks import BlockGraph, passes_input
-from .execute import DFSExecutor, cut_pieces
+from .execute import DFSExecutor, counted_costs, cut_pieces, skip_path
 from .model import DFSNet
 from .quant import FULL, INT8
 
@@ -94,8 +93,8 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
                 paths = []
                 for bits in net.choices:
                     if bits == 0:
-                        skip = BlockGraph(module, tuple(xs.shape[1:]), block_name).skip_graph()
-                        if passes_input(skip, nonnegative):
+                        skip = skip_path(module, tuple(xs.shape[1:]), block_name, nonnegative)
+                        if skip is None:
                             paths.append(None)
                         else:
                             graphs[name + "-skip"] = GraphSpec(skip, {"input": xs})
@@ -120,8 +119,7 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor]) -> Deployment:
             xs, feeds = module(xs), [module(f) for f in feeds]
 
     def count(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        macs, bitops = net.counted(torch.from_numpy(chosen))
-        bitops = bitops - int8_fixed_macs * (1 - (INT8 / FULL) ** 2) / net.full_macs
+        macs, bitops = counted_costs(net, torch.from_numpy(chosen), int8_fixed_macs)
         return macs.numpy(), bitops.numpy()
 
     structure = {"kind": "dfs", "gate": net.gate.kind, "hidden": hidden.hidden_size if hidden is not None else 0,

@@ -83,6 +83,22 @@ def cut_pieces(net: DFSNet, plain: nn.Module,
     return pieces
 
 
+def skip_path(block: nn.Module, input_shape: tuple[int, ...], name: str, nonnegative: bool) -> nn.Module | None:
+    """What a skipped example runs through a gated block: the shortcut and what follows the
+    addition, or None where that passes the input on unchanged (an identity shortcut followed by
+    a ReLU of a ReLU's output, ``nonnegative``)."""
+    skip = BlockGraph(block, input_shape, name).skip_graph()
+    return None if passes_input(skip, nonnegative) else skip
+
+
+def counted_costs(net: DFSNet, chosen: torch.Tensor, int8_fixed_macs: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's MACs and BitOps ratio from its choices (``DFSNet.counted``), with the
+    fixed segments that run in int8 (``int8_fixed_macs`` of them per example) at (8/32)² of
+    their float32 BitOps."""
+    macs, bitops = net.counted(chosen)
+    return macs, bitops - int8_fixed_macs * (1 - (INT8 / FULL) ** 2) / net.full_macs
+
+
 class DFSExecutor:
     """A trained DFSNet on real kernels, each example on its own path.
 
@@ -164,8 +180,8 @@ class DFSExecutor:
         paths: list[Kernel | None] = []
         for bits in self.net.choices:
             if bits == 0:
-                skip = BlockGraph(block, tuple(batches[0].shape[1:]), name).skip_graph()
-                if passes_input(skip, nonnegative):
+                skip = skip_path(block, tuple(batches[0].shape[1:]), name, nonnegative)
+                if skip is None:
                     paths.append(None)
                 elif self.runtime == "onnxruntime" and has_layers(skip):
                     paths.append(ort_float(skip, batches, f"the skip path of block {name!r}", threads))
@@ -228,6 +244,5 @@ class DFSExecutor:
             correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
             chosen.append(self.last_choices)
         chosen = torch.cat(chosen)
-        macs, bitops = self.net.counted(chosen)
-        bitops = bitops - self.int8_fixed_macs * (1 - (INT8 / FULL) ** 2) / self.net.full_macs
+        macs, bitops = counted_costs(self.net, chosen, self.int8_fixed_macs)
         return correct / len(x), macs.mean().item(), bitops.mean().item(), chosen

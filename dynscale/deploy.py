@@ -188,7 +188,7 @@ def _fill(directory: Path, deployment: Deployment, data, about: dict, int8: bool
         entry["latency_ms"] = {str(b): ms for b, ms in latency[entry["name"]].items()}
     manifest["machine"] = machine()
     manifest["latency"] = {"batches": list(LATENCY_BATCHES), "threads": threads, "rounds": rounds, "min_time": min_time,
-                           "inputs": "the bundle's sample.npy (real test inputs), repeated to fill a batch"}
+                           "inputs": "consecutive batches of the bundle's sample.npy (real test inputs)"}
     (directory / "manifest.json").write_text(dumps_json(check_manifest(manifest)))
 
 

@@ -35,12 +35,13 @@ def deploy(run: Run, *, calibration: Sequence[torch.Tensor], widths: Sequence[fl
         plains = {f"w{run.config.section['width']:g}": (run.model, float(run.config.section["width"]))}
     else:
         plains = {f"w{w:g}": (dense(run.model, w, example[:1]), w) for w in sorted(set(widths or DEPLOY_WIDTHS))}
+    macs = {name: count_macs(plain, example[:1]) for name, (plain, _) in plains.items()}
+    # Ratios are against width 1 (a dense export: its own width), counted once.
+    full_macs = next((macs[n] for n, (_, w) in plains.items() if w == 1.0 or run.kind == "dense"), None)
+    if full_macs is None:
+        full_macs = count_macs(dense(run.model, 1.0, example[:1]), example[:1])
     graphs, points = {}, []
-    full = max(w for _, w in plains.values())
-    full_macs = count_macs(plains[f"w{full:g}"][0], example[:1]) if run.kind == "dense" else \
-        count_macs(dense(run.model, 1.0, example[:1]), example[:1])
     for name, (plain, width) in plains.items():
         graphs[name] = GraphSpec(plain.eval(), {"input": example}, calibration=feeds, int8="option")
-        points.append(DeployPoint(name, {"graph": name}, {"width": width}, reference=plain,
-                                  macs=count_macs(plain, example[:1])))
+        points.append(DeployPoint(name, {"graph": name}, {"width": width}, reference=plain, macs=macs[name]))
     return Deployment({"kind": "single"}, graphs, points, full_macs)

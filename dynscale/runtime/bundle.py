@@ -97,6 +97,9 @@ class Bundle:
         self.points = [Point.of(p) for p in manifest["points"]]
         self.point = max(self.points, key=lambda p: (p.accuracy, -p.macs))  # until one is picked
         self._sessions: dict[str, object] = {}
+        # The graphs each point runs, read from its (checked) plan once rather than on every call.
+        self._graph_names = {p.name: point_graphs(manifest["plan"], p.plan, len(manifest["classes"]))
+                             for p in self.points}
 
     @classmethod
     def load(cls, directory: str | Path, threads: int = 1) -> Bundle:
@@ -237,12 +240,13 @@ class Bundle:
         chosen = self.point if point is None else point if isinstance(point, Point) else self.point_named(point)
         x = self._check_input(x)
         plan = self.manifest["plan"]
-        sessions = {name: self._session(name) for name in point_graphs(plan, chosen.plan, len(self.classes))}
+        names = self._graph_names.get(chosen.name) or point_graphs(plan, chosen.plan, len(self.classes))
+        sessions = {name: self._session(name) for name in names}
         if not len(x):
             route = {"graph": np.zeros((0, len(chosen.plan["nodes"])), bool),
                      "dfs": np.zeros((0, len(chosen.plan["gates"])), np.int64)}.get(plan["kind"])
             return Result(np.zeros((0, len(self.classes)), np.float32), chosen.name, route)
-        logits, route = RUNNERS[self.manifest["plan"]["kind"]](sessions, self.manifest["plan"], chosen.plan, x)
+        logits, route = RUNNERS[plan["kind"]](sessions, plan, chosen.plan, x)
         if not np.isfinite(logits).all():
             raise BundleError(f"the point {chosen.name} computed non-finite logits; the bundle or input is broken")
         return Result(logits, chosen.name, route)

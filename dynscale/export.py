@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .device import model_device, place, to_device
 from .errors import CheckpointError, DynscaleError
 from .eval.runtime import onnx_bytes
 from .files import atomic_write
@@ -98,15 +99,17 @@ def dense(model: nn.Module, width: float, example: torch.Tensor | None = None) -
             runs once, to see how many channels each batch-norm gets at this width.
 
     Returns:
-        A new model in eval mode, with the same outputs as ``model`` at ``width``; its
-        ``dense_width`` attribute records the width.
+        A new model in eval mode on the model's device, with the same outputs as ``model`` at
+        ``width``; its ``dense_width`` attribute records the width.
     """
     width = check_width(width)
     if isinstance(model, MultiProfileModel):
         model = model.members[model.profile_index(width)]
+    device = model_device(model)
     out = copy.deepcopy(model).eval()
     set_width(out, width)
-    out(example_input(out) if example is None else example)  # the channels each batch-norm sees at this width
+    # the channels each batch-norm sees at this width
+    out(to_device(example_input(out) if example is None else example, device))
     converters = {IncompleteConv2d: _dense_conv, IncompleteLinear: _dense_linear,
                   IncompleteBatchNormBase: _dense_batchnorm}
     for name, module in list(out.named_modules()):
@@ -118,7 +121,7 @@ def dense(model: nn.Module, width: float, example: torch.Tensor | None = None) -
     if leftover:
         raise DynscaleError(f"cannot export width-dependent modules {sorted(set(leftover))}")
     out.dense_width = width
-    return out.eval()
+    return place(out, device).eval()  # the converted layers were built on the CPU
 
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 17, example: torch.Tensor | None = None) -> Path:

@@ -1,4 +1,6 @@
-"""``dynscale reproduce``: a paper's experiments at CPU scale, from a YAML description.
+"""``dynscale reproduce``: a paper's experiments from a YAML description, at CPU scale
+(``experiments/PAPER.yaml``, modes ``quick`` and ``full``) or at the paper's own size
+(``experiments/PAPER-paper.yaml``, mode ``paper``: ``--full``).
 
 Every run is trained once into ``OUT/runs/NAME`` (reused when its settings and data are
 unchanged), each experiment is swept into ``OUT/NAME.json``, ``.md`` and ``.png``, and
@@ -9,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from .data import load_dataset
-from .errors import CheckpointError, DynscaleError
+from .data.cifar import CIFAR, local_cifar
+from .data.download import cache_dir
+from .device import Execution, resolve_device
+from .errors import CheckpointError, DataError, DynscaleError
 from .eval import format_table, write_report
 from .files import atomic_write, dumps_json, write_json
 from .idp import sweep_runs, train_run
@@ -26,21 +32,64 @@ from .train import Recipe, TrainConfig, get_recipe, state_directory
 
 PAPERS = ("idp",)
 MODEL_OPTIONS = ("width_mult",)
+RECIPE_SETTINGS = ("cut", "profile_gradient")  # the recipe settings a run's spec may give
 
 
-def load_plan(paper: str) -> dict:
-    """Reads the YAML plan of a paper's experiments."""
+def load_plan(paper: str, full: bool = False) -> dict:
+    """Reads the YAML plan of a paper's experiments.
+
+    Args:
+        paper: a name of ``PAPERS``.
+        full: the plan at the paper's own size (``experiments/PAPER-paper.yaml``, mode
+            ``paper``) instead of the CPU-scale one (``experiments/PAPER.yaml``, modes ``quick``
+            and ``full``).
+
+    Returns:
+        The plan: ``data``, ``widths``, ``settings`` per mode and model, ``runs``, ``experiments``.
+    """
     if paper not in PAPERS:
         raise ValueError(f"unknown paper {paper!r}; choose one of {', '.join(PAPERS)}")
-    text = resources.files("dynscale.experiments").joinpath(f"{paper}.yaml").read_text()
-    return yaml.safe_load(text)
+    name = f"{paper}-paper.yaml" if full else f"{paper}.yaml"
+    return yaml.safe_load(resources.files("dynscale.experiments").joinpath(name).read_text())
+
+
+def plan_mode(quick: bool = False, full: bool = False) -> str:
+    """The settings a reproduction uses: ``quick`` (minutes), ``paper`` (``full``: the paper's
+    own size) or, by default, ``full`` (the CPU-scale plan's longer settings).
+
+    Raises:
+        ValueError: for both ``quick`` and ``full``.
+    """
+    if quick and full:
+        raise ValueError("--quick and --full exclude each other: choose minutes on a CPU or the paper's size")
+    return "paper" if full else "quick" if quick else "full"
+
+
+def check_paper_data(plan: dict) -> None:
+    """Refuses, before any work, a paper-size plan on CIFAR that is neither on this machine nor
+    on a mirror (``$DYNSCALE_MIRROR``): an hours-long GPU job starts only on data placed on
+    purpose, never on a download from the internet that a GPU machine often cannot make.
+
+    Raises:
+        DataError: one line saying where to get the archive and where to put it.
+    """
+    name = plan["data"]
+    if name not in CIFAR or local_cifar(name) is not None or os.environ.get("DYNSCALE_MIRROR"):
+        return
+    source = CIFAR[name]
+    where = f"$DYNSCALE_DATA/{name}/" + (f" (now {os.environ['DYNSCALE_DATA']}/{name}/)"
+                                         if os.environ.get("DYNSCALE_DATA") else "")
+    raise DataError(f"{name} is not on this machine: download {source.url}{source.archive} into {where} or "
+                    f"{cache_dir() / name}/, or set DYNSCALE_MIRROR to a server holding {source.archive}; then "
+                    f"run it on a GPU (--device cuda): the paper-size runs take hours")
 
 
 def plan_recipe(plan: dict, spec: dict) -> Recipe:
     """The recipe a run of a plan trains with, through the recipe registry: ``recipe`` (``idp``
-    by default; ``multi-profile`` with ``profiles: two``) and the settings the spec gives."""
+    by default; ``multi-profile`` with ``profiles: two``) and the settings the spec gives
+    (``RECIPE_SETTINGS``)."""
     name = spec.get("recipe", "multi-profile" if spec.get("profiles") == "two" else "idp")
-    settings = {"cut": spec["cut"]} if "cut" in spec else {}
+    settings = {k: spec[k] for k in RECIPE_SETTINGS if k in spec}
     if name == "independent":
         settings["widths"] = spec["family_widths"]
     if name == "multi-profile":
@@ -69,25 +118,39 @@ def _recorded(run_dir: Path) -> dict | None:
 
 
 def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress: bool | None = None,
-              only: list[str] | None = None, force: bool = False) -> dict:
+              only: list[str] | None = None, force: bool = False, full: bool = False,
+              execution: Execution | None = None) -> dict:
     """Trains and sweeps a paper's experiments.
 
     Args:
         paper: ``"idp"``, or a plan with the same structure as ``experiments/idp.yaml``.
         out: output directory.
-        quick: the few-minute settings instead of the full ones.
+        quick: the few-minute settings (mode ``quick``) instead of the CPU-scale full ones
+            (mode ``full``).
         progress: show progress bars; None shows them only on a terminal.
         only: run only these experiments.
         force: retrain a run of ``out`` that was trained with other settings or data (without
             it, such a run is an error, not silently replaced); an unfinished training with the
             same settings is resumed.
+        full: the paper's own size (mode ``paper``; for a paper's name, the plan
+            ``experiments/PAPER-paper.yaml``); its CIFAR data must be on this machine or a
+            mirror (:func:`check_paper_data`).
+        execution: where the runs train (device, mixed precision, memory format); None: the
+            GPU if there is one.
 
     Returns:
         ``{experiment: {"title", "runs", "json", "png", "markdown"}}``.
+
+    Raises:
+        ValueError: for ``quick`` with ``full``, an unknown experiment, or a plan without the
+            mode's settings.
+        DataError: for a paper-size plan whose data is not here (before any work).
     """
-    plan = load_plan(paper) if isinstance(paper, str) else paper
+    mode = plan_mode(quick, full)
+    plan = load_plan(paper, full=full) if isinstance(paper, str) else paper
     paper = paper if isinstance(paper, str) else plan.get("name", "custom")
-    mode = "quick" if quick else "full"
+    if mode not in plan["settings"]:
+        raise ValueError(f"the plan has no {mode!r} settings (it has {', '.join(plan['settings'])})")
     out = Path(out)
     experiments = plan["experiments"]
     if only:
@@ -95,6 +158,8 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
         if unknown:
             raise ValueError(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(experiments)}")
         experiments = {k: v for k, v in experiments.items() if k in only}
+    if mode == "paper":
+        check_paper_data(plan)
     check_directory(out)
     data = load_dataset(plan["data"])
     test_limit = plan["settings"][mode].get("test_limit")
@@ -119,10 +184,11 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
         print(f"[reproduce] {'resuming' if resume else 'training'} {name} ({spec['model']}, {mode})", flush=True)
         calibrate = widths if has_batchnorm(spec["model"], options) else None
         train_run(run_dir, spec["model"], data, config, recipe, options, progress=progress, calibrate=calibrate,
-                  provenance={"reproduce": record}, force=force, resume=resume)
+                  provenance={"reproduce": record}, force=force, resume=resume, execution=execution)
     summary, sections = {}, [f"# {paper} reproduction ({mode})\n"]
     for key, exp in experiments.items():
-        curves = sweep_runs([str(out / "runs" / r) for r in exp["runs"]], widths, data=data, progress=progress)
+        curves = sweep_runs([str(out / "runs" / r) for r in exp["runs"]], widths, data=data, progress=progress,
+                            device=resolve_device((execution or Execution()).device))
         write_report(curves, json=out / f"{key}.json", markdown=out / f"{key}.md", png=out / f"{key}.png",
                      title=exp["title"], meta={"title": exp["title"], "mode": mode})
         print(f"\n{exp['title']}\n{format_table(curves)}", flush=True)

@@ -4,8 +4,6 @@ downloaded from a loopback server (never the internet), resumed after an interru
 import dataclasses
 import hashlib
 import http.server
-import io
-import tarfile
 import threading
 
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 from dynscale.data import cifar, load_dataset
 from dynscale.data.datasets import CIFAR_STATISTICS, class_names, input_description
 from dynscale.errors import DataError
+
+from cifar_files import make_archive
 
 
 def raw(data, x) -> np.ndarray:
@@ -25,33 +25,6 @@ def raw(data, x) -> np.ndarray:
 
 def cifar_statistics(name):
     return CIFAR_STATISTICS[name]
-
-
-def records(n: int, label_bytes: int, seed: int) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """``n`` records in the official layout: label byte(s), then the R, G, B planes."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 20, size=(n, label_bytes), dtype=np.uint8)
-    labels[:, -1] = np.arange(n) % 10  # the class byte: every class in every file
-    pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    return np.concatenate([labels, pixels], axis=1).tobytes(), labels, pixels.reshape(n, 3, 32, 32)
-
-
-def make_archive(source) -> tuple[bytes, dict]:
-    """A small archive in ``source``'s official format, and what it holds."""
-    buffer, held = io.BytesIO(), {"train": [], "test": []}
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        files = [(n, "train") for n in source.train] + [(n, "test") for n in source.test]
-        for i, (name, split) in enumerate(files):
-            data, labels, pixels = records(10, source.label_bytes, i)
-            held[split].append((labels[:, source.label_at], pixels))
-            info = tarfile.TarInfo(f"{source.folder}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        names = "\n".join(f"class{k}" for k in range(10)).encode()
-        info = tarfile.TarInfo(f"{source.folder}/{source.names}")
-        info.size = len(names)
-        tar.addfile(info, io.BytesIO(names))
-    return buffer.getvalue(), held
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):

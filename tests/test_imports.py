@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dynscale"
 # Layer of each top-level part of the package: a module may import its own layer and those below.
 LAYERS = {
     "errors": 0, "files": 0, "profiles": 0, "progress": 0, "schema": 0, "registry": 0,
+    "device": 0, "parallel": 0,
     "runtime": 0,  # the deploy runtime: onnxruntime and numpy only, nothing of dynscale below it
     "layers": 1, "graph": 1,
     "models": 2, "data": 2, "cost": 2,

@@ -18,6 +18,8 @@ from ..command import (
     add_training_options,
     check_model_options,
     dataset,
+    evaluation_device,
+    execution,
     inputs,
     model_name,
     model_options,
@@ -132,7 +134,7 @@ def train(args: argparse.Namespace) -> None:
                                 f"then the final output), got {','.join(f'{w:g}' for w in args.exit_weights)}")
     out = train_early_exit_run(args.out, model_name(args), data, config, args.exits, args.exit_weights, options,
                                backbone_run=args.backbone, force=args.force, resume=args.resume,
-                               checkpoint_every=args.checkpoint_every)
+                               checkpoint_every=args.checkpoint_every, execution=execution(args))
     metrics = RunConfig.read(out).metrics
     accs = ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics["exit_accuracy"].items())
     print(f"wrote {out}: test accuracy per exit: {accs} ({metrics['train_seconds']:.1f} s)")
@@ -141,10 +143,11 @@ def train(args: argparse.Namespace) -> None:
 def _sweep_options(args: argparse.Namespace) -> dict:
     if args.no_timing:
         refuse(args, {"channels_last": "--channels-last"}, "with --no-timing (it is a setting of the timing)")
+    device = evaluation_device(args)
     settings = None if args.no_timing else timing(args, runtimes=["torch"], examples=args.timing_examples,
-                                                  channels_last=args.channels_last)
+                                                  channels_last=args.channels_last, device=device)
     return {"lambdas": args.lambdas, "max_losses": args.max_loss, "timing": settings,
-            "data": dataset(args.data) if args.data else None}
+            "data": dataset(args.data) if args.data else None, "device": device}
 
 
 def sweep(args: argparse.Namespace) -> None:
@@ -152,7 +155,8 @@ def sweep(args: argparse.Namespace) -> None:
 
     options = _sweep_options(args)
     curves = sweep_adaptive_run(args.run, **options)
-    sweep_report(args, curves, options["timing"], f"Adaptive inference: {Path(args.run).name}", XLABEL)
+    sweep_report(args, curves, options["timing"], f"Adaptive inference: {Path(args.run).name}", XLABEL,
+                 device=options["device"])
 
 
 def cascade(args: argparse.Namespace) -> None:
@@ -170,7 +174,7 @@ def cascade(args: argparse.Namespace) -> None:
     if args.save:
         print(f"wrote {args.save}")
     sweep_report(args, curves, options["timing"], f"Network selection: {' → '.join(Path(r).name for r in args.runs)}",
-                 XLABEL)
+                 XLABEL, device=options["device"])
 
 
 def points(run_dir, *, data=None, timing=None, progress=None) -> list:

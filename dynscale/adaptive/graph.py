@@ -10,6 +10,9 @@ node's logits) or go on to one of the node's successors.
 smaller batch for the next node, and the predictions are put back in the original order.
 ``simulate`` does the same bookkeeping on logits computed beforehand at every node, for fitting
 and calibrating policies.
+
+The nodes compute on their device (a GPU, say); logits, decisions and the bookkeeping are on
+the CPU, where the policies run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from ..cost import count_macs, eval_mode
+from ..device import model_device, to_device
 
 
 @dataclass
@@ -88,6 +92,11 @@ class AdaptiveGraph:
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the nodes compute (the first node's device; they are placed together)."""
+        return model_device(self.nodes[0].module) if self.nodes else torch.device("cpu")
+
     def decision_nodes(self) -> list[int]:
         """Indices of the nodes that have a policy (those with successors)."""
         return [i for i, s in enumerate(self.successors) if s]
@@ -103,7 +112,7 @@ class AdaptiveGraph:
         same input).
 
         Returns:
-            One ``(N, classes)`` tensor per node.
+            One ``(N, classes)`` tensor per node, on the CPU.
         """
         outputs: list[list[torch.Tensor]] = [[] for _ in self.nodes]
         with eval_mode(*self.modules):
@@ -111,13 +120,14 @@ class AdaptiveGraph:
         return [torch.cat(o) for o in outputs]
 
     def _all_logits(self, x: torch.Tensor, batch_size: int, outputs: list[list[torch.Tensor]]) -> None:
+        device = self.device
         for start in range(0, len(x), batch_size):
             states: dict[int, torch.Tensor] = {}
             for i, node in enumerate(self.nodes):
                 parents = self.parents(i)
-                state_in = x[start:start + batch_size] if not parents else states[parents[0]]
+                state_in = to_device(x[start:start + batch_size], device) if not parents else states[parents[0]]
                 states[i], logits = node.module(state_in)
-                outputs[i].append(logits)
+                outputs[i].append(logits.cpu())
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, policies: Sequence, batch_size: int = 256) -> Outcome:
@@ -127,25 +137,25 @@ class AdaptiveGraph:
         batch, the rest are gathered per successor.
 
         Args:
-            x: inputs ``(N, C, H, W)``.
+            x: inputs ``(N, C, H, W)``, anywhere (each batch goes to the nodes' device).
             policies: one per node (``None`` where the node has no successors); a policy maps
                 logits ``(b, classes)`` to options ``(b,)``: 0 stops, j goes to successor j.
             batch_size: examples that enter the first node together.
 
         Returns:
-            Predictions, exit nodes and per-example MACs in the order of ``x``.
+            Predictions, exit nodes and per-example MACs in the order of ``x``, on the CPU.
         """
         with eval_mode(*self.modules):
             return self._run(x, policies, batch_size)
 
     def _run(self, x: torch.Tensor, policies: Sequence, batch_size: int) -> Outcome:
         self._check_policies(policies)
-        n = len(x)
+        n, device = len(x), self.device
         out = Outcome.empty(n, len(self.nodes))
         for start in range(0, n, batch_size):
             # Per node: the (original indices, states) routed to it, from each parent.
             pending: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {
-                0: [(torch.arange(start, min(n, start + batch_size)), x[start:start + batch_size])]}
+                0: [(torch.arange(start, min(n, start + batch_size)), to_device(x[start:start + batch_size], device))]}
             for i, node in enumerate(self.nodes):
                 parts = pending.pop(i, None)
                 if not parts:
@@ -153,12 +163,12 @@ class AdaptiveGraph:
                 index = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]  # (b,)
                 state = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
                 state, logits = node.module(state)  # (b, ...), (b, classes)
-                option = self._settle(i, policies, logits, index, out)  # (b,)
+                option = self._settle(i, policies, logits.cpu(), index, out)  # (b,): the policy runs on the CPU
                 for j, succ in enumerate(self.successors[i], start=1):
                     go = (option == j).nonzero().squeeze(1)
                     if len(go):
                         # Indexing (unlike index_select) keeps a channels-last state channels-last.
-                        pending.setdefault(succ, []).append((index[go], state[go]))
+                        pending.setdefault(succ, []).append((index[go], state[go.to(state.device)]))
         return out
 
     def simulate(self, logits: Sequence[torch.Tensor], policies: Sequence) -> Outcome:

@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from ..data import Dataset
+from ..device import Execution
 from ..errors import DynscaleError
 from ..models import get_model
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, open_run, register_kind, register_v1_migration
@@ -29,7 +30,7 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
                          exits: Sequence[str], exit_weights: Sequence[float] | None = None,
                          model_options: dict | None = None, backbone_run: str | Path | None = None,
                          progress: bool | None = None, force: bool = False, resume: bool = False,
-                         checkpoint_every: int = 500) -> Path:
+                         checkpoint_every: int = 500, execution: Execution | None = None) -> Path:
     """Builds a backbone with exits, trains it, and writes a run directory (resumably:
     :func:`dynscale.train.train_and_save`).
 
@@ -49,6 +50,7 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
         force: replace an existing run at ``out`` (and discard an unfinished training's state).
         resume: continue the unfinished training saved in ``OUT.resume``.
         checkpoint_every: optimizer steps between saved states.
+        execution: device, mixed precision and memory format (``dynscale.device.Execution``).
 
     Returns:
         The run directory.
@@ -72,7 +74,7 @@ def train_early_exit_run(out: str | Path, model_name: str, data: Dataset | str, 
         return Training(net, recipe, settings, provenance)
 
     return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
-                          inputs=[backbone_run] if backbone_run is not None else [])
+                          inputs=[backbone_run] if backbone_run is not None else [], execution=execution)
 
 
 def check_backbone_holdout(backbone: RunConfig, holdout: int, name: str | Path) -> None:

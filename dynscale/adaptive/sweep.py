@@ -12,6 +12,7 @@ from torch import nn
 
 from ..cost import eval_mode
 from ..data import Dataset
+from ..device import place
 from ..errors import DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
 from ..eval.runtime import timing_copy, torch_runner
@@ -53,7 +54,8 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
                 held: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                 name: str, data: str, lambdas: Sequence[float], max_losses: Sequence[float],
                 estimator=None, timing: TimingConfig | None = None, batch_size: int = 256, singles: bool = False,
-                method: str = "early-exit", progress: bool | None = None) -> list[Curve]:
+                method: str = "early-exit", progress: bool | None = None,
+                device: torch.device | str | None = None) -> list[Curve]:
     """Sweeps learned policies over λ and the threshold baseline over target accuracies.
 
     Args:
@@ -68,11 +70,13 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
             threshold may lose.
         estimator: the policies' scikit-learn classifier (logistic regression by default).
         timing: wall-clock settings (``examples`` test examples are run per timed call, in
-            batches); None skips timing.
+            batches, on ``timing.device``); None skips timing.
         batch_size: examples per batch for the accuracy and MAC measurement.
         singles: also report each node's network alone (cascades).
         method: the method's name on the points.
         progress: show a progress bar; None shows it only on a terminal.
+        device: move the reference and the graph's modules there and run them there (None:
+            where they are); the policies decide on the CPU.
 
     Returns:
         Curves: the full network, the learned policy, the threshold baseline (and single
@@ -82,6 +86,9 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
     for loss in max_losses:
         if not 0 <= loss <= 100:
             raise ValueError(f"an allowed accuracy loss must be between 0 and 100 points, got {loss}")
+    if device is not None:
+        for module in (reference, *graph.modules):
+            place(module, torch.device(device))
     learned_sets, threshold_sets = policy_sets(graph, held, reference_node, lambdas, max_losses, estimator)
     names = graph.names
     jumps = any(len(s) > 1 for s in graph.successors)
@@ -91,7 +98,7 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
 
     def timed_view() -> tuple[nn.Module, AdaptiveGraph]:
         if not timed:
-            timed.append(timing_copy((reference, graph), channels_last))
+            timed.append(timing_copy((reference, graph), channels_last, timing.device if timing else None))
         return timed[0]
 
     def only_torch(runtime: str) -> None:
@@ -127,7 +134,8 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
         def runner(runtime: str) -> Runner:
             only_torch(runtime)
             view = timed_view()[1]
-            return torch_runner(lambda batch: view.run(batch, policies, len(batch)), channels_last=channels_last)
+            return torch_runner(lambda batch: view.run(batch, policies, len(batch)), channels_last=channels_last,
+                                device=view.device)
 
         return Candidate(method, knobs, label, measure, runner)
 

@@ -9,6 +9,7 @@ line naming the option and exits 2; a bug prints one line that says so and exits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -17,6 +18,7 @@ from ..command import Parser
 from ..errors import DynscaleError, TrainingInterrupted
 from ..files import release_outputs
 from ..methods import list_methods
+from ..parallel import FollowerError, setup, teardown
 from ..progress import set_quiet
 from . import commands
 
@@ -41,20 +43,27 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()  # a command's --threads lasts as long as the command
+    world = setup()  # under torchrun: one process group; rank 0 alone prints and writes
+    say = print if world.main else (lambda *a, **k: None)
     try:
-        commands.prepare(args)
-        args.func(args)
+        with contextlib.ExitStack() as stack:
+            if not world.main:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            commands.prepare(args)
+            args.func(args)
+    except FollowerError:
+        return 2  # rank 0 failed first and says why
     except (DynscaleError, ValueError, OSError) as e:
         if os.environ.get("DYNSCALE_DEBUG"):
             raise
         message = " ".join(str(e).split()) or type(e).__name__
-        print(f"dynscale: error: {message}", file=sys.stderr)
+        say(f"dynscale: error: {message}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
-        print(f"dynscale: interrupted: {e}", file=sys.stderr)
+        say(f"dynscale: interrupted: {e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("dynscale: interrupted", file=sys.stderr)
+        say("dynscale: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not bad input: still one line, with a way to see more
         if os.environ.get("DYNSCALE_DEBUG"):
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
         set_quiet(False)
         release_outputs()  # the outputs a failed command claimed but never wrote
+        teardown()
     return 0
 
 

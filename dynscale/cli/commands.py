@@ -8,7 +8,17 @@ import argparse
 import json
 from pathlib import Path
 
-from ..command import about, add_data, add_quiet, add_threads, check_model_options, inputs, timing
+from ..command import (
+    about,
+    add_data,
+    add_execution_options,
+    add_quiet,
+    add_threads,
+    check_model_options,
+    execution,
+    inputs,
+    timing,
+)
 from ..command import options as opt
 from ..errors import DynscaleError
 
@@ -48,13 +58,18 @@ def add_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing run at --out")
     p.set_defaults(func=convert)
 
-    p = sub.add_parser("reproduce", help="run a paper's experiments at CPU scale (Fashion-MNIST)")
+    p = sub.add_parser("reproduce", help="run a paper's experiments: at CPU scale on Fashion-MNIST, or at the "
+                       "paper's size (--full)")
     p.add_argument("paper", choices=["idp"], help="the paper")
-    p.add_argument("--quick", action="store_true", help="a few minutes instead of up to an hour")
-    p.add_argument("--out", type=opt.path, default=None, help="default runs/reproduce-PAPER[-quick]")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a few minutes instead of up to an hour")
+    size.add_argument("--full", action="store_true",
+                      help="the paper's own experiment: VGG-16 on CIFAR-10 ($DYNSCALE_DATA/cifar10/), hours on a GPU")
+    p.add_argument("--out", type=opt.path, default=None, help="default runs/reproduce-PAPER[-quick|-full]")
     p.add_argument("--only", type=opt.listing(opt.name, "mlp_profiles"), default=None,
                    help="comma-separated experiment names")
     p.add_argument("--force", action="store_true", help="retrain runs of --out trained with other settings")
+    add_execution_options(p)
     add_threads(p)
     add_quiet(p)
     p.set_defaults(func=reproduce)
@@ -177,13 +192,17 @@ def reproduce(args: argparse.Namespace) -> None:
     from ..reproduce import reproduce as run_reproduce
     from ..runs import check_directory
 
-    out = args.out or Path(f"runs/reproduce-{args.paper}{'-quick' if args.quick else ''}")
+    suffix = "-quick" if args.quick else "-full" if args.full else ""
+    out = args.out or Path(f"runs/reproduce-{args.paper}{suffix}")
+    settings = execution(args)
     check_directory(out, inputs=inputs(args))
-    experiments = load_plan(args.paper)["experiments"]
-    unknown = sorted(set(args.only or []) - set(experiments))
+    plan = load_plan(args.paper, full=args.full)
+    unknown = sorted(set(args.only or []) - set(plan["experiments"]))
     if unknown:
-        raise DynscaleError(f"--only: unknown experiment {', '.join(unknown)}; choose from {', '.join(experiments)}")
-    run_reproduce(args.paper, out, quick=args.quick, only=args.only, force=args.force)
+        raise DynscaleError(f"--only: unknown experiment {', '.join(unknown)}; choose from "
+                            f"{', '.join(plan['experiments'])}")
+    run_reproduce(args.paper, out, quick=args.quick, full=args.full, only=args.only, force=args.force,
+                  execution=settings)
     print(f"\nwrote {out}/summary.md, and JSON, Markdown and PNG per experiment")
 
 

@@ -9,6 +9,8 @@ from .kit import (
     about,
     check_model_options,
     dataset,
+    evaluation_device,
+    execution,
     inputs,
     model_name,
     model_options,
@@ -23,6 +25,8 @@ from .parser import (
     HelpFormatter,
     Parser,
     add_data,
+    add_device_option,
+    add_execution_options,
     add_fields,
     add_group,
     add_model_options,
@@ -36,8 +40,9 @@ from .parser import (
     given,
 )
 
-__all__ = ["MODEL_FLAGS", "MODEL_OPTIONS", "HelpFormatter", "Parser", "about", "add_data", "add_fields", "add_group",
-           "add_model_options", "add_quiet", "add_report_options", "add_sweep_options", "add_threads",
-           "add_timing_options", "add_training_options", "check_model_options", "dataset", "fields_of", "given",
-           "inputs", "model_name", "model_options", "options", "refuse", "report", "sweep_report", "timing",
-           "timing_meta", "training_config"]
+__all__ = ["MODEL_FLAGS", "MODEL_OPTIONS", "HelpFormatter", "Parser", "about", "add_data", "add_device_option",
+           "add_execution_options", "add_fields", "add_group", "add_model_options", "add_quiet", "add_report_options",
+           "add_sweep_options", "add_threads", "add_timing_options", "add_training_options", "check_model_options",
+           "dataset", "evaluation_device", "execution", "fields_of", "given", "inputs", "model_name",
+           "model_options", "options", "refuse", "report", "sweep_report", "timing", "timing_meta",
+           "training_config"]

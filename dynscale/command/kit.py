@@ -8,10 +8,17 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..device import Execution
 from ..errors import DynscaleError
 from ..train import TrainConfig
 from .parser import fields_of
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..eval import TimingConfig
 
 # The command-line option of each model option.
 MODEL_FLAGS = {"profile": "--profile", "width_mult": "--width-mult"}
@@ -69,6 +76,44 @@ def training_config(args: argparse.Namespace, **defaults) -> TrainConfig:
     return TrainConfig(**fields_of(args, TrainConfig, defaults=defaults))
 
 
+def execution(args: argparse.Namespace) -> Execution:
+    """The device, mixed-precision and memory-format options (``add_execution_options``),
+    checked before any work (a GPU asked for is there)."""
+    from ..device import resolve_device
+
+    settings = Execution(**fields_of(args, Execution))
+    with about("--device"):
+        resolve_device(settings.device)
+    return settings
+
+
+def evaluation_device(args: argparse.Namespace, cpu_only: str | None = None) -> torch.device:
+    """The device of ``--device`` (``add_device_option``; ``auto`` where not given), resolved
+    and checked before any work.
+
+    Args:
+        args: the parsed options.
+        cpu_only: why the command computes on the CPU only (its kernels run nowhere else);
+            ``auto`` then means the CPU, and a GPU is refused.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        DynscaleError: naming ``--device``: a GPU PyTorch does not see, or one a CPU-only
+            command cannot use.
+    """
+    import torch
+
+    from ..device import resolve_device
+
+    name = Execution(**fields_of(args, Execution, ["device"])).device
+    if cpu_only is not None and name not in ("auto", "cpu"):
+        raise DynscaleError(f"--device {name}: {cpu_only}; use --device cpu")
+    with about("--device"):
+        return torch.device("cpu") if cpu_only is not None else resolve_device(name)
+
+
 def model_name(args: argparse.Namespace) -> str:
     """``--model``, or the command's default model."""
     return args.model or args.default_model
@@ -108,19 +153,29 @@ def check_model_options(model: str, options: dict, data=None) -> dict:
 
 
 def timing(args: argparse.Namespace, runtimes: list[str] | None = None, examples: int | None = None,
-           channels_last: bool = False, batch_sizes: list[int] | None = None):
-    """The timing settings of the timing options."""
+           channels_last: bool = False, batch_sizes: list[int] | None = None,
+           device: torch.device | str | None = None) -> TimingConfig:
+    """The timing settings of the timing options, timing PyTorch on ``device`` (a
+    :func:`evaluation_device`; None: the CPU)."""
     from ..eval import TimingConfig
 
     return TimingConfig(batch_sizes=batch_sizes or args.batch, threads=args.threads, rounds=args.rounds,
                         min_run_time=args.min_run_time, examples=examples,
-                        runtimes=runtimes or getattr(args, "runtime", None) or ["torch"], channels_last=channels_last)
+                        runtimes=runtimes or getattr(args, "runtime", None) or ["torch"], channels_last=channels_last,
+                        device=str(device) if device is not None else "cpu")
 
 
-def timing_meta(settings) -> dict:
+def timing_meta(settings: TimingConfig | None, device: torch.device | str | None = None) -> dict:
+    """The report's meta: the timing settings, the device evaluated on (the timing's where
+    ``device`` is None; its GPU's name too), and PyTorch's version."""
     import torch
 
-    return {"timing": asdict(settings) if settings is not None else None, "torch": torch.__version__}
+    device = torch.device(device if device is not None else settings.device if settings is not None else "cpu")
+    meta = {"device": str(device), "timing": asdict(settings) if settings is not None else None,
+            "torch": torch.__version__}
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(device)
+    return meta
 
 
 def report(args: argparse.Namespace, curves: list, title: str, xlabel: str | None = None, meta: dict | None = None,
@@ -134,10 +189,11 @@ def report(args: argparse.Namespace, curves: list, title: str, xlabel: str | Non
         print(f"wrote {path}")
 
 
-def sweep_report(args: argparse.Namespace, curves: list, settings, title: str, xlabel: str | None = None,
-                 **kwargs) -> None:
-    """:func:`report` with the timing settings in the JSON's meta."""
-    report(args, curves, title, xlabel, timing_meta(settings), **kwargs)
+def sweep_report(args: argparse.Namespace, curves: list, settings: TimingConfig | None, title: str,
+                 xlabel: str | None = None, device: torch.device | str | None = None, **kwargs) -> None:
+    """:func:`report` with the timing settings and the device (:func:`timing_meta`) in the
+    JSON's meta."""
+    report(args, curves, title, xlabel, timing_meta(settings, device), **kwargs)
 
 
 def run_name(path: str | Path) -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Sequence
 
+from ..device import Execution
 from ..schema import Bool, field_help, spec_of
 from ..train import TrainConfig
 from . import options as opt
@@ -38,6 +40,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # one line, exit 2, instead of usage + message
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every process parses; rank 0 says it
+            self.exit(2)
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
@@ -100,10 +104,31 @@ def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     return [n for n in names if getattr(args, n, None) is not None]
 
 
+def add_execution_options(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--amp`` and ``--channels-last`` (``dynscale.device.Execution``'s fields)."""
+    add_fields(p, Execution)
+
+
+def add_device_option(p: argparse.ArgumentParser, cpu_only: str | None = None) -> None:
+    """``--device`` alone (``dynscale.device.Execution``'s field), for commands that evaluate
+    and time (``kit.evaluation_device`` resolves it).
+
+    Args:
+        p: the command's parser.
+        cpu_only: why the command computes on the CPU only, for its help (``auto`` is the CPU
+            there, and a GPU is refused).
+    """
+    text = (f"where to evaluate and time: the CPU whether auto or cpu ({cpu_only})" if cpu_only else
+            "where to evaluate and time: auto (a GPU if PyTorch sees one), cpu, cuda or cuda:N; ONNX Runtime and "
+            "int8 kernels run on the CPU whatever it says, and each measurement records its device")
+    add_fields(p, Execution, ["device"], helps={"device": text})
+
+
 def add_training_options(p: argparse.ArgumentParser, leave_out: Sequence[str] = ()) -> None:
-    """The shared training settings (``TrainConfig``'s fields but those of ``leave_out``),
-    resume and force."""
+    """The shared training settings (``TrainConfig``'s fields but those of ``leave_out``), the
+    execution options, resume and force."""
     add_fields(p, TrainConfig, [f.name for f in dataclasses.fields(TrainConfig) if f.name not in leave_out])
+    add_execution_options(p)
     p.add_argument("--force", action="store_true",
                    help="replace an existing run at --out, or discard an unfinished training's saved state")
     p.add_argument("--resume", action="store_true",
@@ -146,7 +171,10 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_timing_options(p: argparse.ArgumentParser, batch: str, rounds: int, runtime: str | None = "torch") -> None:
+def add_timing_options(p: argparse.ArgumentParser, batch: str, rounds: int, runtime: str | None = "torch",
+                       cpu_only: str | None = None) -> None:
+    """Batch sizes, threads, rounds, the time per round, runtimes and ``--device``
+    (:func:`add_device_option`, ``cpu_only`` for a command that computes on the CPU only)."""
     p.add_argument("--batch", type=opt.BATCHES, default=opt.BATCHES(batch), metavar="SIZES",
                    help="batch sizes timed, comma-separated")
     add_threads(p, 1)
@@ -158,6 +186,7 @@ def add_timing_options(p: argparse.ArgumentParser, batch: str, rounds: int, runt
         p.add_argument("--runtime", type=opt.runtime_list, default=opt.runtime_list(runtime), metavar="RUNTIMES",
                        help="torch (the dynamic model), torch-dense (its dense export in PyTorch) or onnxruntime "
                             "(the dense export in ONNX Runtime); comma-separated for several")
+    add_device_option(p, cpu_only)
 
 
 def add_report_options(p: argparse.ArgumentParser, plot: str = "accuracy vs MAC ratio") -> None:
@@ -169,10 +198,11 @@ def add_report_options(p: argparse.ArgumentParser, plot: str = "accuracy vs MAC 
 
 
 def add_sweep_options(p: argparse.ArgumentParser, plot: str = "accuracy vs MAC ratio",
-                      runtime: str | None = None) -> None:
-    """What the sweeps of the methods share: another dataset, latency, timing, reports."""
+                      runtime: str | None = None, cpu_only: str | None = None) -> None:
+    """What the sweeps of the methods share: another dataset, latency, timing (``--device``,
+    ``cpu_only`` for a sweep that computes on the CPU only), reports."""
     add_data(p, None, "evaluate on this dataset instead of the run's")
     p.add_argument("--latency", action="store_true", help="also measure wall-clock time")
-    add_timing_options(p, batch="1,64", rounds=3, runtime=runtime)
+    add_timing_options(p, batch="1,64", rounds=3, runtime=runtime, cpu_only=cpu_only)
     add_report_options(p, plot)
     add_quiet(p)

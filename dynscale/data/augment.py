@@ -51,14 +51,21 @@ class Augment:
 
 
 class AugmentedLoader:
-    """A training loader whose batches pass through ``augment`` (same length and order)."""
+    """A training loader whose batches pass through ``augment`` (same length and order).
 
-    def __init__(self, loader, augment: Augment, generator: torch.Generator) -> None:
-        self.loader, self.augment, self.generator = loader, augment, generator
+    Each batch draws one seed from ``generator`` and augments with a generator of that seed and
+    ``stream``: the shared generator advances by one draw per batch whatever the batch's size, so
+    processes that each hold a share of every batch (``stream``: the process's rank) keep the
+    same shuffling order.
+    """
+
+    def __init__(self, loader, augment: Augment, generator: torch.Generator, stream: int = 0) -> None:
+        self.loader, self.augment, self.generator, self.stream = loader, augment, generator, stream
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
-            yield self.augment(x, self.generator), y
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            yield self.augment(x, torch.Generator().manual_seed(seed + self.stream)), y

@@ -89,6 +89,32 @@ def _extract(archive: Path, source: CifarSource, into: Path) -> Path:
     return target
 
 
+def _local_roots(source: CifarSource) -> list[Path]:
+    """Where ``source`` is looked for on this machine, in order: ``$DYNSCALE_DATA/NAME``, the cache."""
+    roots = [Path(os.environ["DYNSCALE_DATA"]) / source.name] if os.environ.get("DYNSCALE_DATA") else []
+    return [*roots, cache_dir() / source.name]
+
+
+def _extracted(root: Path, source: CifarSource) -> bool:
+    return all((root / source.folder / n).is_file() for n in (*source.train, *source.test))
+
+
+def local_cifar(name: str) -> Path | None:
+    """Where CIFAR ``name`` (``cifar10``, ``cifar100``) already is on this machine, found the
+    way :func:`locate_cifar` looks, without downloading or reading anything.
+
+    Args:
+        name: a key of ``CIFAR``.
+
+    Returns:
+        The first root (``$DYNSCALE_DATA/NAME``, then the cache) holding the extracted record
+        files or the archive (its MD5 is checked only when it is loaded), else None.
+    """
+    source = CIFAR[name]
+    return next((root for root in _local_roots(source)
+                 if _extracted(root, source) or (root / source.archive).is_file()), None)
+
+
 def locate_cifar(source: CifarSource) -> Path:
     """The folder of ``source``'s binary files: ``$DYNSCALE_DATA/NAME`` (extracted, or the
     archive, checked by MD5), else the cache, downloading the archive if needed.
@@ -96,10 +122,8 @@ def locate_cifar(source: CifarSource) -> Path:
     Raises:
         DataError: naming where to put the archive when it is missing and cannot be downloaded.
     """
-    roots = [Path(os.environ["DYNSCALE_DATA"]) / source.name] if os.environ.get("DYNSCALE_DATA") else []
-    roots.append(cache_dir() / source.name)
-    for root in roots:
-        if all((root / source.folder / n).is_file() for n in (*source.train, *source.test)):
+    for root in _local_roots(source):
+        if _extracted(root, source):
             return root / source.folder
         archive = root / source.archive
         if archive.is_file():

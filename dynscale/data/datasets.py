@@ -17,6 +17,7 @@ from .cifar import CIFAR, load_cifar_arrays, load_cifar_names
 from .download import FASHION_MNIST, MNIST, IdxSource, fetch_idx
 from .folder import folder_classes, load_folder_arrays
 from .idx import find_idx_files, read_idx
+from .sampler import ShardedBatchSampler
 
 DEBIAN_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 SOURCES: dict[str, IdxSource] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
@@ -84,7 +85,8 @@ class Dataset:
         return kept, (self.train_x[held], self.train_y[held])
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False,
-               seed: int = 0, generator: torch.Generator | None = None) -> DataLoader:
+               seed: int = 0, generator: torch.Generator | None = None,
+               shard: tuple[int, int] | None = None) -> DataLoader:
         """Returns a DataLoader over a split yielding ``(x, y)`` batches.
 
         Args:
@@ -94,6 +96,9 @@ class Dataset:
             seed: seed of the shuffling generator.
             generator: the shuffling generator itself (its state then decides the order; a
                 trainer saves it to resume mid-epoch); overrides ``seed``.
+            shard: ``(rank, processes)``: this process's share of every batch (see
+                :class:`~dynscale.data.sampler.ShardedBatchSampler`); ``batch_size`` is then the
+                global batch, and every process must use the same seed or generator state.
 
         The shuffled training split passes through the dataset's ``augment`` (CIFAR: random
         crop with 4 pixels of padding and a horizontal flip), drawn from the same generator.
@@ -103,9 +108,13 @@ class Dataset:
         # Whole batches are indexed at once: much faster than collating single examples.
         generator = generator or torch.Generator().manual_seed(seed)
         base = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
-        loader = DataLoader(data, batch_size=None, sampler=BatchSampler(base, batch_size, drop_last=False))
+        batches = BatchSampler(base, batch_size, drop_last=False)
+        if shard is not None:
+            batches = ShardedBatchSampler(batches, *shard)
+        loader = DataLoader(data, batch_size=None, sampler=batches)
         if shuffle and split == "train" and self.augment is not None:
-            return AugmentedLoader(loader, self.augment, generator)  # the same generator: one seed decides all
+            # the same generator: one seed decides all; each process augments its share its own way
+            return AugmentedLoader(loader, self.augment, generator, stream=shard[0] if shard else 0)
         return loader
 
 

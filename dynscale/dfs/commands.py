@@ -15,6 +15,8 @@ from ..command import (
     add_training_options,
     check_model_options,
     dataset,
+    evaluation_device,
+    execution,
     fields_of,
     inputs,
     model_options,
@@ -27,6 +29,7 @@ from ..command import options as opt
 from ..errors import DynscaleError
 from .execute import FIXED
 from .recipes import FractionalSkipping
+from .sweep import CPU_ONLY
 
 FLAGS = {"target": "--target", "beta": "--beta", "gate_objective": "--gate-objective",
          "target_mode": "--target-mode", "pretrain": "--pretrain-epochs", "gates": "--gate-epochs",
@@ -72,7 +75,7 @@ def add_commands(sub) -> None:
                         "int8)")
     p.add_argument("--choices-plot", type=opt.path, default=None,
                    help="write the per-block choices of each gated point as PNG here")
-    add_sweep_options(p, "accuracy vs BitOps ratio")
+    add_sweep_options(p, "accuracy vs BitOps ratio", cpu_only=CPU_ONLY)
     p.set_defaults(func=sweep)
 
 
@@ -108,6 +111,7 @@ def train(args: argparse.Namespace) -> None:
                             "--model, --width-mult and --set")
     steps = recipe(args)
     config = training_config(args, epochs=1)
+    settings = execution(args)
     data = dataset(args.data)
     options = model_options(args, profile=False)
     if args.backbone is None:
@@ -120,7 +124,7 @@ def train(args: argparse.Namespace) -> None:
         gated(get_model(name, **options), steps, f"--model {name}")
     out = train_dfs_run(args.out, args.model or DEFAULT_MODEL, data, config, steps, options,
                         backbone_run=args.backbone, force=args.force, resume=args.resume,
-                        checkpoint_every=args.checkpoint_every)
+                        checkpoint_every=args.checkpoint_every, execution=settings)
     metrics = RunConfig.read(out).metrics
     share = 100 * metrics.get("bitops_ratio", 1.0)
     print(f"wrote {out}: test accuracy {100 * metrics['test_accuracy']:.2f}% at {share:.1f}% of the full-precision "
@@ -135,17 +139,18 @@ def sweep(args: argparse.Namespace) -> None:
     from .plot import plot_choices
     from .sweep import dfs_curves
 
+    device = evaluation_device(args, cpu_only=CPU_ONLY)
     if args.choices_plot is not None:
         check_file_output(args.choices_plot, "--choices-plot", inputs=inputs(args))
     data = dataset(args.data) if args.data else None
-    settings = timing(args, runtimes=list(RUNTIMES)) if args.latency else None
+    settings = timing(args, runtimes=list(RUNTIMES), device=device) if args.latency else None
     notes: list[str] = []
     curves = dfs_curves(args.runs, args.static_bits, args.int8, data, settings,
                         choices_plot=args.choices_plot is not None, notes=notes, fixed=args.fixed)
     for note in notes:
         print(note, file=sys.stderr)
     sweep_report(args, curves, settings, "Dynamic fractional skipping: accuracy vs BitOps",
-                 "BitOps relative to full precision", layout="long", x="bitops")
+                 "BitOps relative to full precision", device=device, layout="long", x="bitops")
     if args.choices_plot is not None:
         print(f"wrote {plot_choices(curves, args.choices_plot)}")
 

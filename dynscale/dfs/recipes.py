@@ -88,6 +88,9 @@ class FractionalSkipping(Recipe):
     """
 
     name = "dfs"
+    # A block that every example of a process's share skips runs none of its weights, so they
+    # get no gradient that step: DDP must look for such parameters (find_unused_parameters).
+    unused_parameters = True
     target: float = 50.0
     beta: float = 0.02
     gate_objective: str = "full"

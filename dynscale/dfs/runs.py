@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data import Dataset
+from ..device import Execution
 from ..errors import CheckpointError, DynscaleError
 from ..models import get_model
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, open_run, register_kind
@@ -24,7 +25,8 @@ from .recipes import FractionalSkipping
 def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config: TrainConfig,
                   recipe: FractionalSkipping, model_options: dict | None = None,
                   backbone_run: str | Path | None = None, progress: bool | None = None, force: bool = False,
-                  resume: bool = False, checkpoint_every: int = 500) -> Path:
+                  resume: bool = False, checkpoint_every: int = 500,
+                  execution: Execution | None = None) -> Path:
     """Builds a ResNet with fractional-skipping gates, trains it in the recipe's three phases
     (the pretrain phase left out when ``backbone_run`` gives a trained backbone), and writes
     a run directory (resumably: :func:`dynscale.train.train_and_save`).
@@ -49,7 +51,7 @@ def train_dfs_run(out: str | Path, model_name: str, data: Dataset | str, config:
         return Training(gated(backbone, steps, source), steps, config, provenance)
 
     return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
-                          inputs=[backbone_run] if backbone_run is not None else [])
+                          inputs=[backbone_run] if backbone_run is not None else [], execution=execution)
 
 
 def gated(backbone: torch.nn.Module, recipe: FractionalSkipping, source: object) -> DFSNet:

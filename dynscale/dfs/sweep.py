@@ -13,7 +13,7 @@
 
 Runs of one architecture on one dataset are timed together against one dense reference (a
 width run's, else the first DFS run's backbone), so every ratio of a group comes from the same
-rounds.
+rounds. Everything runs on the CPU (:data:`CPU_ONLY`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,17 @@ import torch
 
 from ..data import Dataset
 from ..errors import DynscaleError
-from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, dense_baselines, evaluate
+from ..eval import (
+    Candidate,
+    Curve,
+    CurveSpec,
+    Measurement,
+    Runner,
+    TimingConfig,
+    dense_baselines,
+    evaluate,
+    require_cpu,
+)
 from ..eval.runtime import channels_last_input
 from ..export import dense
 from ..runs import WIDTH, Run, open_runs
@@ -38,6 +48,8 @@ from .runs import DFS
 
 CALIBRATION_BATCHES = 20  # training batches of 256 that set a backbone's activation ranges (simulation)
 INT8_CALIBRATION = (8, 64)  # training batches (count, size) that calibrate the int8 kernels
+# Why a DFS sweep evaluates and times on the CPU only (``--device``).
+CPU_ONLY = "the DFS executor's kernels, ONNX Runtime and static int8 run on the CPU only"
 
 
 def _input_shape(backbone: torch.nn.Module, data: Dataset) -> tuple[int, ...]:
@@ -144,7 +156,9 @@ def dfs_curves(runs: Sequence[str | Path], static_bits: Sequence[int] = (), int8
     Raises:
         DynscaleError: for a run of another kind, a width run without residual blocks, options
             that need a kind of run none is.
+        ValueError: for a timing on a GPU.
     """
+    require_cpu(timing, CPU_ONLY)
     opened = open_runs(runs, (DFS, WIDTH), data, with_data=True, what="dfs sweep")
     for run in opened:  # every run checked before any evaluation
         if run.kind == WIDTH:

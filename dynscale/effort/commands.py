@@ -12,12 +12,13 @@ from ..command import (
     add_sweep_options,
     add_threads,
     dataset,
+    evaluation_device,
     fields_of,
     sweep_report,
     timing,
 )
 from ..command import options as opt
-from .runs import TuneSettings
+from .runs import CPU_ONLY, TuneSettings
 
 FLAGS = {"max_loss": "--max-loss"}
 
@@ -40,7 +41,7 @@ def add_commands(sub) -> None:
     p = group.add_parser("sweep", help="each tuned bound as an operating point beside the dense network, the knobs off "
                                        "and static int8: accuracy, MACs counted, wall-clock measured")
     p.add_argument("runs", type=opt.run_directory, nargs="+", help="effort runs (dynscale effort tune)")
-    add_sweep_options(p, runtime="torch,onnxruntime")
+    add_sweep_options(p, runtime="torch,onnxruntime", cpu_only=CPU_ONLY)
     p.set_defaults(func=sweep)
 
 
@@ -61,11 +62,12 @@ def tune(args: argparse.Namespace) -> None:
 def sweep(args: argparse.Namespace) -> None:
     from .runs import sweep_effort_runs
 
+    device = evaluation_device(args, cpu_only=CPU_ONLY)
     data = dataset(args.data) if args.data else None
-    settings = timing(args, runtimes=args.runtime) if args.latency else None
+    settings = timing(args, runtimes=args.runtime, device=device) if args.latency else None
     curves = sweep_effort_runs(args.runs, data=data, timing=settings)
     sweep_report(args, curves, settings, "DyVEDeep: accuracy vs MACs performed",
-                 "mean MACs performed relative to the dense network")
+                 "mean MACs performed relative to the dense network", device=device)
 
 
 def points(run_dir, *, data=None, timing=None, progress=None) -> list:

@@ -13,7 +13,17 @@ import torch
 
 from ..data import Dataset
 from ..errors import DynscaleError
-from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, dense_baselines, evaluate
+from ..eval import (
+    Candidate,
+    Curve,
+    CurveSpec,
+    Measurement,
+    Runner,
+    TimingConfig,
+    dense_baselines,
+    evaluate,
+    require_cpu,
+)
 from ..eval.runtime import torch_runner
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, check_output, open_run, open_runs, register_kind, save_run
 from ..schema import Anything, Int, ListOf, MapOf, Num, Optional, Record, Str, setting
@@ -127,6 +137,8 @@ def load_effort(directory: str | Path) -> tuple[EffortNet, RunConfig]:
 
 
 CALIBRATION_BATCHES = 4  # training batches of 128 that set static int8's activation ranges
+# Why an effort sweep evaluates and times on the CPU only (``--device``).
+CPU_ONLY = "the effort knobs' kernels, ONNX Runtime and static int8 run on the CPU only"
 
 
 def effort_curve(net: EffortNet, config: RunConfig, name: str, data: Dataset, progress: bool | None = None,
@@ -139,7 +151,12 @@ def effort_curve(net: EffortNet, config: RunConfig, name: str, data: Dataset, pr
 
     The knobs run in eager PyTorch only (``onnxruntime``: not timed). With ``timing``, each
     layer's dense kernels come from the cost table measured at its batch sizes and threads.
+    Everything runs on the CPU (:data:`CPU_ONLY`).
+
+    Raises:
+        ValueError: for a timing on a GPU.
     """
+    require_cpu(timing, CPU_ONLY)
     section = config.section
     knobs = "+".join(section.get("knobs", KNOBS))
     params = sum(p.numel() for p in net.original.parameters())

@@ -73,7 +73,9 @@ def evaluate(curves: Sequence[tuple[CurveSpec, Sequence[Candidate]]], reference:
         reference: the full network: MAC ratios and time ratios are relative to it. It is
             timed in every round, on every runtime of ``timing``, whether or not it is one of
             the candidates.
-        test: the test inputs and labels.
+        test: the test inputs and labels, left where they are (the CPU): each candidate's
+            measurement takes batches to its model's device, and the timing puts each
+            runner's batches on the runner's device beforehand.
         timing: how to time; None measures accuracy and counted costs only.
         progress: show progress bars; None shows them only on a terminal.
 

@@ -21,7 +21,8 @@ class Latency:
     of the time per batch; ``ratio`` is the median over rounds of this point's time divided by
     the reference point's time on the same runtime in the same round. ``versus`` holds the
     same ratio against the reference on each other runtime timed (a network in eager PyTorch
-    against the dense network in ONNX Runtime, say), also round by round.
+    against the dense network in ONNX Runtime, say), also round by round. ``device`` is where
+    it ran (``cpu``, ``cuda:0``; reports written before devices were recorded timed on the CPU).
     """
 
     runtime: str
@@ -32,6 +33,7 @@ class Latency:
     ratio: float
     ratio_iqr: float
     versus: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
 
     @property
     def key(self) -> str:

@@ -11,11 +11,12 @@ groups by.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from torch.profiler import record_function
+
+from ..device import clock
 
 PARTS = ("decide", "gate", "gather", "kernel", "scatter", "quantize", "other")
 _active = False
@@ -80,19 +81,22 @@ def profile_point(forward: Callable[[object], object], batches: Sequence[object]
 
     Returns:
         The :class:`Profile`; each span's time is inclusive (the operators inside it count
-        towards it), and a span inside another span counts towards the outer one only.
+        towards it), and a span inside another span counts towards the outer one only. On a
+        GPU the wall-clock waits for the queued kernels; the parts are the CPU's (launches).
     """
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    first = batches[0]
+    now = clock(first.device if isinstance(first, torch.Tensor) else torch.device("cpu"))
     with torch.no_grad():
         for _ in range(warmup):
-            forward(batches[0])
+            forward(first)
         with profiling(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
+            start = now()
             for batch in batches:
                 forward(batch)
-            elapsed = time.perf_counter() - start
+            elapsed = now() - start
     total_us = elapsed * 1e6
     events = prof.events()
     parts: dict[str, float] = {}

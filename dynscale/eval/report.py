@@ -201,7 +201,8 @@ def to_csv(curves: Sequence[Curve]) -> str:
               "macs_ratio", "bitops_ratio", "params", "measured", "saving"]
     versus = {key: _versus_keys(curves, key) for key in keys}
     for runtime, batch in keys:
-        header += [f"{runtime}@{batch} {f}" for f in ("ms", "ms_iqr", "us_per_example", "ratio", "ratio_iqr")]
+        header += [f"{runtime}@{batch} {f}" for f in ("ms", "ms_iqr", "us_per_example", "ratio", "ratio_iqr",
+                                                       "device")]
         header += [f"{runtime}@{batch} ratio vs {other}" for other in versus[runtime, batch]]
     header += [f"{k}:{s}" if s else k for k, s in extras]
     out = io.StringIO()
@@ -214,7 +215,8 @@ def to_csv(curves: Sequence[Curve]) -> str:
                    p.measured, p.saving]
             for runtime, batch in keys:
                 lat = p.latency_at(runtime, batch)
-                row += [lat.ms, lat.ms_iqr, lat.us_per_example, lat.ratio, lat.ratio_iqr] if lat else [""] * 5
+                row += ([lat.ms, lat.ms_iqr, lat.us_per_example, lat.ratio, lat.ratio_iqr, lat.device] if lat
+                        else [""] * 6)
                 row += [lat.versus.get(o, "") if lat else "" for o in versus[runtime, batch]]
             for key, sub in extras:
                 value = p.extra.get(key)

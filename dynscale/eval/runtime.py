@@ -1,5 +1,6 @@
-"""Runtimes an operating point is timed on: eager PyTorch, and ONNX Runtime (what an edge
-deployment ships), with the same thread count and full graph optimisation."""
+"""Runtimes an operating point is timed on: eager PyTorch (on the timing's device), and ONNX
+Runtime (what an edge deployment ships, on the CPU), with the same thread count and full graph
+optimisation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..device import model_device, place
 from ..errors import DynscaleError
 from ..runtime import cpu_session
 from .timing import RUNTIMES, Runner, check_runtime
@@ -32,15 +34,26 @@ def parse_runtimes(text: str) -> list[str]:
     return [check_runtime(n) for n in dict.fromkeys(names)]
 
 
-def timing_copy(modules: object, channels_last: bool) -> object:
-    """The modules to time: themselves, or, for channels-last timing, a deep copy converted to
-    channels-last memory (the caller's modules keep their memory format). Sharing between the
-    given modules is kept in the copy."""
-    if not channels_last:
+def timing_copy(modules: object, channels_last: bool, device: torch.device | str | None = None) -> object:
+    """The modules to time: themselves, or a deep copy converted to channels-last memory and
+    on ``device`` (the caller's modules keep their memory format and device). Sharing between
+    the given modules is kept in the copy.
+
+    Args:
+        modules: a module, or modules in a list, tuple or object (an adaptive graph).
+        channels_last: time in channels-last memory.
+        device: where to time (a timing's ``device``); None: where the modules are.
+
+    Returns:
+        ``modules`` when nothing changes, else the converted copy.
+    """
+    device = torch.device(device) if device is not None else None
+    moves = device is not None and any(model_device(m) != device for m in _modules_in(modules))
+    if not channels_last and not moves:
         return modules
     copied = copy.deepcopy(modules)
     for module in _modules_in(copied):
-        module.to(memory_format=torch.channels_last)
+        place(module, device if device is not None else model_device(module), channels_last)
     return copied
 
 
@@ -58,9 +71,18 @@ def channels_last_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def torch_runner(forward: Callable[[torch.Tensor], object], prepare: Callable[[], None] | None = None,
-                 channels_last: bool = False) -> Runner:
-    """A runner calling ``forward`` in eager PyTorch (gradients are off while timing)."""
-    return Runner(forward, prepare, channels_last_input if channels_last else None)
+                 channels_last: bool = False, device: torch.device | None = None) -> Runner:
+    """A runner calling ``forward`` in eager PyTorch (gradients are off while timing).
+
+    Args:
+        forward: a module, or a function running one (then give ``device``).
+        prepare: called before each timed block.
+        channels_last: feed 4-D batches in channels-last memory.
+        device: where ``forward`` computes; None: the module's device (the CPU for a function).
+    """
+    if device is None:
+        device = model_device(forward) if isinstance(forward, nn.Module) else torch.device("cpu")
+    return Runner(forward, prepare, channels_last_input if channels_last else None, device)
 
 
 def require_onnxruntime():
@@ -130,9 +152,16 @@ def check_onnx_equal(session, model: nn.Module, example: torch.Tensor | dict[str
                                 "this export cannot be used, please report it")
 
 
+def on_cpu(model: nn.Module) -> nn.Module:
+    """``model`` where it is on the CPU, else a copy there (the model stays on its device)."""
+    return model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
+
+
 def onnxruntime_runner(model: nn.Module, example: torch.Tensor, threads: int = 1, what: str = "model") -> Runner:
     """Exports a plain network to ONNX, checks ONNX Runtime's outputs against PyTorch's on
-    ``example`` (real test inputs), and returns a runner of the session."""
+    ``example`` (real test inputs), and returns a runner of the session. ONNX Runtime runs on
+    the CPU: a model on a GPU is exported from a CPU copy, and the runner times on the CPU."""
+    model, example = on_cpu(model), example.cpu()
     session = onnxruntime_session(onnx_bytes(model, example[:2]), threads)
     check_onnx_equal(session, model, example, what)
     return Runner(lambda batch: session.run(None, {"input": batch}), convert=lambda x: x.numpy())

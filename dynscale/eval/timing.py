@@ -7,6 +7,9 @@
   machine's drift falls on both sides.
 - Each measurement is ``torch.utils.benchmark.Timer.blocked_autorange``'s median, at an
   explicit thread count (ONNX Runtime sessions get the same count).
+- PyTorch runtimes time on the timing's device (``--device``), inputs put there beforehand;
+  ONNX Runtime and the other CPU-only kernels time on the CPU. Every measurement records
+  its device, and the points of one runtime run on its reference's device.
 - Reported per point: the median and interquartile range over rounds of milliseconds per batch
   and of the ratio, and microseconds per example.
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 from torch.utils.benchmark import Timer
 
+from ..device import clock, resolve_device, to_device
 from ..progress import progress_bar
 from .points import Latency
 
@@ -57,6 +60,9 @@ class TimingConfig:
         runtimes: runtimes to time on (``dynscale.eval.runtime.RUNTIMES``).
         channels_last: time convolutional inputs and weights in channels-last memory (on a
             copy of the model; the caller's model is left as it was).
+        device: where the PyTorch runtimes time (``cpu``, ``cuda:N``; ``auto`` and ``cuda``
+            are resolved here, a GPU PyTorch does not see refused); code that runs on the CPU
+            only (ONNX Runtime, int8 kernels) times there whatever this says.
     """
 
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
@@ -67,8 +73,10 @@ class TimingConfig:
     examples: int | None = None
     runtimes: list[str] = field(default_factory=lambda: ["torch"])
     channels_last: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        self.device = str(resolve_device(str(self.device)))  # the report names the real device
         self.batch_sizes = [int(b) for b in self.batch_sizes]
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch sizes must be integers >= 1, got {self.batch_sizes}")
@@ -85,6 +93,21 @@ class TimingConfig:
             check_runtime(runtime)
 
 
+def require_cpu(timing: TimingConfig | None, why: str) -> None:
+    """Refuses a timing on a GPU for points that run on the CPU only (their ratios against a
+    reference on a GPU would compare two devices).
+
+    Args:
+        timing: the timing settings, if timing.
+        why: what runs on the CPU only.
+
+    Raises:
+        ValueError: naming the timing's device and why.
+    """
+    if timing is not None and timing.device != "cpu":
+        raise ValueError(f"timing on {timing.device}: {why}; time on the CPU")
+
+
 @dataclass
 class Runner:
     """How one operating point runs a batch on one runtime.
@@ -94,11 +117,14 @@ class Runner:
         prepare: called before each timed block (e.g. to set the model's width).
         convert: turns a batch into the runtime's input once, outside the timing (a NumPy
             array for ONNX Runtime, channels-last memory…).
+        device: where ``run`` computes: batches are put there before ``convert``, and its
+            clock waits for that device's queued work (the CPU: ONNX Runtime, int8 kernels).
     """
 
     run: Callable[[Any], object]
     prepare: Callable[[], None] | None = None
     convert: Callable[[torch.Tensor], Any] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 def batches_for(x: torch.Tensor, batch: int, examples: int | None) -> list[torch.Tensor]:
@@ -118,9 +144,25 @@ def median_iqr(values: Sequence[float]) -> tuple[float, float]:
     return statistics.median(values), q3 - q1
 
 
+def check_devices(runners: Sequence[dict[str, Runner | None]], reference: dict[str, Runner]) -> None:
+    """Checks that every point runs on its reference's device on each runtime: a ratio
+    compares like with like (a point on the CPU against a reference on a GPU would not).
+
+    Raises:
+        ValueError: naming the runtime and the two devices.
+    """
+    for runtime, ref in reference.items():
+        if ref is None:
+            continue
+        others = {str(r[runtime].device) for r in runners if r.get(runtime) is not None} - {str(ref.device)}
+        if others:
+            raise ValueError(f"on {runtime} the reference runs on {ref.device} but a point on "
+                             f"{', '.join(sorted(others))}; time a runtime's points on one device")
+
+
 def time_points(runners: Sequence[dict[str, Runner | None]], reference: dict[str, Runner], x: torch.Tensor,
                 config: TimingConfig, progress: bool | None = None,
-                timer: Callable[[], float] = timeit.default_timer) -> list[list[Latency]]:
+                timer: Callable[[], float] | None = None) -> list[list[Latency]]:
     """Times every point on every runtime and batch size with the protocol above.
 
     Args:
@@ -132,7 +174,8 @@ def time_points(runners: Sequence[dict[str, Runner | None]], reference: dict[str
         x: test inputs ``(N, ...)``.
         config: the timing settings.
         progress: show a progress bar; None shows it only on a terminal.
-        timer: the clock (tests pass a simulated one).
+        timer: the clock (tests pass a simulated one); None: each runner's device's
+            (:func:`dynscale.device.clock`, which waits for a GPU's queued work).
 
     Returns:
         Per point, one :class:`Latency` per (runtime, batch size) it runs on, batch sizes
@@ -140,19 +183,22 @@ def time_points(runners: Sequence[dict[str, Runner | None]], reference: dict[str
         at that batch size, round by round.
 
     Raises:
-        ValueError: when the reference has no runner for a runtime of ``config``.
+        ValueError: when the reference has no runner for a runtime of ``config``, or a point
+            runs on another device than the reference on the same runtime.
     """
     missing = [runtime for runtime in config.runtimes if reference.get(runtime) is None]
     if missing:
         raise ValueError(f"the reference point does not run on {', '.join(missing)}; it is timed on every runtime")
+    check_devices(runners, reference)
     keys = [(runtime, batch) for batch in config.batch_sizes for runtime in config.runtimes]
     converted: dict[tuple, list] = {}
 
     def chunks(runner: Runner, key: tuple[str, int]) -> list:
-        if (runner.convert, key) not in converted:  # converted once, outside the timing
-            raw = batches_for(x, key[1], config.examples)
-            converted[runner.convert, key] = [runner.convert(c) for c in raw] if runner.convert else raw
-        return converted[runner.convert, key]
+        cached = (runner.convert, runner.device, key)
+        if cached not in converted:  # moved and converted once, outside the timing
+            raw = [to_device(c, runner.device) for c in batches_for(x, key[1], config.examples)]
+            converted[cached] = [runner.convert(c) for c in raw] if runner.convert else raw
+        return converted[cached]
 
     def call(runner: Runner, key: tuple[str, int]) -> Callable[[], None]:
         batches = chunks(runner, key)
@@ -165,8 +211,11 @@ def time_points(runners: Sequence[dict[str, Runner | None]], reference: dict[str
         return run_all
 
     def seconds(runner: Runner, key: tuple[str, int]) -> float:
+        # torch.utils.benchmark's Timer synchronises a GPU only with its own default clock; the
+        # clock given here replaces it, so ours (dynscale.device.clock) waits for the runner's
+        # device itself, and never for a GPU while ONNX Runtime times on the CPU.
         measurement = Timer(stmt="run_all()", globals={"run_all": call(runner, key)}, num_threads=config.threads,
-                            timer=timer).blocked_autorange(min_run_time=config.min_run_time)
+                            timer=timer or clock(runner.device)).blocked_autorange(min_run_time=config.min_run_time)
         return measurement.median
 
     # Per key, the points timed there: those with a runner of their own on that runtime.
@@ -222,6 +271,6 @@ def time_points(runners: Sequence[dict[str, Runner | None]], reference: dict[str
                       if other != runtime}
             latencies.append(Latency(runtime, batch, round(ms, 5), round(ms_iqr, 5),
                                      round(statistics.median(times[i][key]) * 1e6 / examples, 3),
-                                     round(ratio, 4), round(ratio_iqr, 4), others))
+                                     round(ratio, 4), round(ratio_iqr, 4), others, str(runners[i][runtime].device)))
         results.append(latencies)
     return results

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ..data import Dataset
+from ..device import model_device, to_device
 from ..errors import DynscaleError
 from ..layers import calibrated_widths, check_width, incomplete_batchnorms, width
+from ..parallel import all_reduce_sum, world
 from ..progress import progress_bar
 from ..runs import WIDTH, claim_output, open_run, write_run
 from ..train import TrainConfig, training_subset
@@ -29,7 +31,8 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
 
     Args:
         model: a model with ``IncompleteBatchNorm`` layers.
-        loader: batches ``(x, y)`` or ``x`` of training data.
+        loader: batches ``(x, y)`` or ``x`` of training data. Under ``torchrun`` each process
+            runs every N-th batch and the statistics are all-reduced (:func:`merge_statistics`).
         widths: widths to calibrate, each in (0, 1].
         max_batches: use at most this many batches per width.
         progress: show a progress bar; None shows it only on a terminal.
@@ -47,6 +50,7 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
     saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone(),
               bn.momentum) for bn in norms]
     modes = [(m, m.training) for m in model.modules()]
+    processes, device = world(), model_device(model)
     try:
         for w in progress_bar(widths, progress, desc="calibrate", unit="width"):
             for bn in norms:
@@ -60,7 +64,10 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
                 for i, batch in enumerate(loader):
                     if max_batches is not None and i >= max_batches:
                         break
-                    model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                    if i % processes.size == processes.rank:  # several processes: each its share of the batches
+                        model(to_device(batch[0] if isinstance(batch, (tuple, list)) else batch, device))
+                if processes.distributed:
+                    merge_statistics(norms)
                 for bn in norms:
                     c = bn.seen_channels
                     if c:  # a batch-norm of another profile may not run at this width
@@ -74,6 +81,25 @@ def calibrate_bn(model: nn.Module, loader: Iterable, widths: list[float],
         for m, mode in modes:
             m.train(mode)
     return widths
+
+
+@torch.no_grad()
+def merge_statistics(norms: list[nn.Module]) -> None:
+    """Combines the processes' calibration statistics (each a cumulative average over its own
+    batches) into the average over all their batches, in every process: the same statistics
+    as one process running every batch."""
+    for bn in norms:
+        count = bn.num_batches_tracked.double().view(1)  # batches this process ran
+        ran = (count > 0).double()
+        shared = all_reduce_sum(torch.cat([bn.running_mean.double() * count, bn.running_var.double() * count,
+                                           count, ran, ran * bn.seen_channels]))
+        n = bn.num_features
+        total, processes_ran = shared[2 * n], shared[2 * n + 1]
+        if total > 0:
+            bn.running_mean.copy_(shared[:n] / total)
+            bn.running_var.copy_(shared[n:2 * n] / total)
+            bn.num_batches_tracked.fill_(int(total))
+            bn.seen_channels = int(shared[2 * n + 2] / processes_ran)
 
 
 def calibration_loader(data: Dataset, config: TrainConfig, batches: int = 20):

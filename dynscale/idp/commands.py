@@ -18,6 +18,8 @@ from ..command import (
     add_training_options,
     check_model_options,
     dataset,
+    evaluation_device,
+    execution,
     fields_of,
     inputs,
     model_name,
@@ -127,6 +129,7 @@ def train(args: argparse.Namespace) -> None:
     check_output(args.out, args.force, inputs=inputs(args))
     recipe = width_recipe(args)
     config = training_config(args)
+    settings = execution(args)
     data = dataset(args.data)
     if args.start is None:
         options = check_model_options(model_name(args), model_options(args), data)
@@ -134,7 +137,8 @@ def train(args: argparse.Namespace) -> None:
         refuse(args, MODEL_OPTIONS, "with --from: the model and its options are the start run's")
         options = {}
     out = train_run(args.out, model_name(args), data, config, recipe, options, calibrate=args.calibrate,
-                    force=args.force, resume=args.resume, checkpoint_every=args.checkpoint_every, start=args.start)
+                    force=args.force, resume=args.resume, checkpoint_every=args.checkpoint_every, start=args.start,
+                    execution=settings)
     metrics = RunConfig.read(out).metrics
     print(f"wrote {out}: test accuracy {100 * metrics['test_accuracy']:.2f}% at full width "
           f"({metrics['train_seconds']:.1f} s)")
@@ -157,20 +161,22 @@ def export(args: argparse.Namespace) -> None:
 def sweep(args: argparse.Namespace) -> None:
     from .sweep import sweep_runs
 
+    device = evaluation_device(args)
     data = dataset(args.data) if args.data else None
-    settings = timing(args) if args.latency or args.runtime != ["torch"] else None
-    curves = sweep_runs(args.runs, args.widths, data=data, timing=settings)
-    sweep_report(args, curves, settings, "Accuracy vs computation")
+    settings = timing(args, device=device) if args.latency or args.runtime != ["torch"] else None
+    curves = sweep_runs(args.runs, args.widths, data=data, timing=settings, device=device)
+    sweep_report(args, curves, settings, "Accuracy vs computation", device=device)
 
 
 def bench(args: argparse.Namespace) -> None:
     from .sweep import sweep_runs
 
+    device = evaluation_device(args)
     data = dataset(args.data) if args.data else None
-    settings = timing(args)
+    settings = timing(args, device=device)
     widths = sorted(set(args.widths) | {1.0}, reverse=True)
-    curves = sweep_runs([args.run], widths, data=data, timing=settings, what="bench")
-    sweep_report(args, curves, settings, f"Latency per width: {Path(args.run).name}", layout="long")
+    curves = sweep_runs([args.run], widths, data=data, timing=settings, what="bench", device=device)
+    sweep_report(args, curves, settings, f"Latency per width: {Path(args.run).name}", device=device, layout="long")
 
 
 def points(run_dir, *, data=None, timing=None, progress=None, widths=None) -> list:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import Dataset
+from ..device import Execution
 from ..errors import DynscaleError
 from ..eval import accuracy
 from ..layers import incomplete_batchnorms, set_width
@@ -29,7 +30,8 @@ def build_width_model(model_name: str, options: dict, recipe: Recipe):
 def train_run(out: str | Path, model_name: str | None, data: Dataset | str, config: TrainConfig,
               recipe: Recipe | None = None, model_options: dict | None = None, progress: bool | None = None,
               calibrate: list[float] | None = None, provenance: dict | None = None, force: bool = False,
-              resume: bool = False, checkpoint_every: int = 500, start: str | Path | None = None) -> Path:
+              resume: bool = False, checkpoint_every: int = 500, start: str | Path | None = None,
+              execution: Execution | None = None) -> Path:
     """Builds a registered model sized for the data (or takes a trained width run's model and
     weights, ``start``), trains it, and writes a run directory (resumably:
     :func:`dynscale.train.train_and_save`).
@@ -52,6 +54,7 @@ def train_run(out: str | Path, model_name: str | None, data: Dataset | str, conf
         checkpoint_every: optimizer steps between saved states.
         start: a width run (a converted model, a trained network) to fine-tune: its model and
             weights are the starting point.
+        execution: device, mixed precision and memory format (``dynscale.device.Execution``).
 
     Returns:
         The run directory.
@@ -93,7 +96,7 @@ def train_run(out: str | Path, model_name: str | None, data: Dataset | str, conf
         return Training(model, recipe, config, origin, {"calibrate": widths}, finish)
 
     return train_and_save(out, data, config, build, progress, force, resume, checkpoint_every,
-                          inputs=[start] if start is not None else [])
+                          inputs=[start] if start is not None else [], execution=execution)
 
 
 @register_v1_migration

@@ -2,7 +2,8 @@
 
 Every width recipe (IDP, multiple profiles, universally slimmable, an independent family)
 yields the same kind of point: accuracy, MACs and parameters at a width, timed on PyTorch (the
-dynamic model, or its dense export) or ONNX Runtime (the dense export).
+dynamic model, or its dense export, on the timing's device) or ONNX Runtime (the dense export,
+on the CPU).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..cost import count_macs, count_parameters
 from ..data import Dataset
+from ..device import model_device, place, to_device
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
 from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
 from ..export import dense
@@ -75,13 +77,14 @@ def width_candidates(model: nn.Module, widths: list[float], test_x: torch.Tensor
         test_x: test inputs; the first ones check ONNX Runtime's outputs before timing.
         method: the method's name on the points.
         profile: force this profile of a multiple-profile model.
-        timing: the timing settings (channels-last and thread count), if timing.
+        timing: the timing settings (channels-last, thread count, device), if timing.
     """
     timed: list[nn.Module] = []  # the module the torch runtime times, made once
+    device = timing.device if timing else None
 
     def timed_module() -> nn.Module:
         if not timed:
-            timed.append(timing_copy(model, bool(timing and timing.channels_last)))
+            timed.append(timing_copy(model, bool(timing and timing.channels_last), device))
         return timed[0]
 
     def plain(p: float) -> nn.Module:
@@ -90,10 +93,11 @@ def width_candidates(model: nn.Module, widths: list[float], test_x: torch.Tensor
 
     def candidate(p: float) -> Candidate:
         def measure(x: torch.Tensor, y: torch.Tensor) -> Measurement:
+            example = to_device(x[:1], model_device(model))  # counted where the model is
             with at_width(model, p, profile):
-                extra = {"bytes_sent": model.bytes_sent(x[:1])} if hasattr(model, "bytes_sent") else {}
-                return Measurement(accuracy(model, x, y), count_macs(model, x[:1]), count_parameters(model, x[:1]),
-                                   extra=extra)
+                extra = {"bytes_sent": model.bytes_sent(example)} if hasattr(model, "bytes_sent") else {}
+                return Measurement(accuracy(model, x, y), count_macs(model, example),
+                                   count_parameters(model, example), extra=extra)
 
         def runner(runtime: str) -> Runner:
             channels_last = bool(timing and timing.channels_last)
@@ -106,7 +110,7 @@ def width_candidates(model: nn.Module, widths: list[float], test_x: torch.Tensor
                         module.forced_profile = profile
                 return torch_runner(module, prepare, channels_last)
             if runtime == "torch-dense":
-                return torch_runner(timing_copy(plain(p), channels_last), channels_last=channels_last)
+                return torch_runner(timing_copy(plain(p), channels_last, device), channels_last=channels_last)
             return onnxruntime_runner(plain(p), test_x[:CHECK_EXAMPLES], timing.threads if timing else 1,
                                       f"width {p:g}")
 
@@ -125,16 +129,22 @@ def run_label(run: Run) -> str:
 
 def sweep_model(model: nn.Module, data: Dataset, widths: list[float], timing: TimingConfig | None = None,
                 label: str = "model", method: str = "idp", run: str | None = None,
-                progress: bool | None = None) -> list[Curve]:
+                progress: bool | None = None, device: torch.device | str | None = None) -> list[Curve]:
     """Evaluates a width-scalable model on the test split of ``data`` at each width.
 
     A shared multiple-profile model gives one curve per profile (at the widths up to its
     range's top) and their envelope (the best profile at each width).
 
+    Args:
+        device: move the model there and evaluate there (None: where it is); the timing's
+            PyTorch runtimes time on ``timing.device``.
+
     Returns:
         The curves; MAC and time ratios are relative to width 1.0.
     """
     widths = [check_width(w) for w in widths]
+    if device is not None:
+        place(model, torch.device(device))
     test = (data.test_x, data.test_y)
     with preserved(model):
         if isinstance(model, MultiProfileModel) and model.shared:
@@ -166,9 +176,10 @@ def envelope(curves: list[Curve], widths: list[float], label: str, run: str | No
 
 
 def sweep_runs(run_dirs: list[str | Path], widths: list[float], data: str | Dataset | None = None,
-               timing: TimingConfig | None = None, progress: bool | None = None, what: str = "sweep") -> list[Curve]:
+               timing: TimingConfig | None = None, progress: bool | None = None, what: str = "sweep",
+               device: torch.device | str = "cpu") -> list[Curve]:
     """Loads and sweeps each run directory (each on its own dataset unless ``data``, a name or
-    a loaded dataset, is given).
+    a loaded dataset, is given), its model evaluated on ``device``.
 
     Raises:
         DynscaleError: if a run does not fit the dataset, or is not a width run.
@@ -176,5 +187,6 @@ def sweep_runs(run_dirs: list[str | Path], widths: list[float], data: str | Data
     curves = []
     for run in open_runs(run_dirs, (WIDTH,), data, with_data=True, what=what):
         method = run.config.recipe.get("name", "idp")
-        curves += sweep_model(run.model, run.dataset, widths, timing, run_label(run), method, str(run.path), progress)
+        curves += sweep_model(run.model, run.dataset, widths, timing, run_label(run), method, str(run.path), progress,
+                              device)
     return curves

@@ -22,6 +22,7 @@ from ..files import (
     release_outputs,
 )
 from ..layers import calibrated_widths
+from ..parallel import on_main
 from .config import CONFIG, FORMAT, SCHEMA_VERSION, ModelSpec, RunConfig, register_v1_migration
 from .kinds import WIDTH, RunKind, create_model, get_kind, kind_of, list_kinds, register_kind, unregister_kind
 from .open import Run, check_config, check_data, load_run, open_run, open_runs, register_config_check
@@ -166,6 +167,13 @@ def check_output(path: str | Path, force: bool = False, option: str = "--out",
     Raises:
         DynscaleError: naming the option and what to do.
     """
+    # Under torchrun rank 0 alone checks and claims the output, for every process.
+    checked = on_main(lambda: _check_output(path, force, option, inputs, what))
+    return checked if checked is not None else _directory_given(path, option)
+
+
+def _check_output(path: str | Path, force: bool, option: str, inputs: Iterable[str | Path],
+                  what: tuple[str, Callable[[Path], bool]] | None) -> Path:
     noun, is_ours = what if what is not None else ("a run", is_run_directory)
     path = _directory_given(path, option)
     check_not_input(path, inputs, option)

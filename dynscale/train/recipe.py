@@ -26,6 +26,9 @@ class Recipe:
     """Base class of recipes; subclasses are dataclasses whose fields are their settings."""
 
     name: ClassVar[str] = ""
+    # Whether a step may leave some trained parameters without a gradient; DDP then has to
+    # look for them after every backward (``find_unused_parameters``), which costs a graph walk.
+    unused_parameters: ClassVar[bool] = False
 
     def phases(self, model: nn.Module) -> list[str]:
         """Names of the phases trained one after another (each with a fresh optimizer)."""
@@ -68,6 +71,11 @@ class Recipe:
             phase: the phase index.
         """
         raise NotImplementedError
+
+    def passes(self, phase: int) -> int:
+        """How many losses :meth:`losses` yields per step (backward passes): in several
+        processes every backward but the last accumulates without all-reducing."""
+        return 1
 
     def after_step(self, model: nn.Module, phase: int) -> None:
         """Runs after every optimizer step (e.g. restoring frozen weight blocks)."""

@@ -28,7 +28,7 @@ def encode(value: object, tensors: dict[str, torch.Tensor], path: str = "s") -> 
     """A JSON-able tree of ``value``: tensors go into ``tensors`` (by path) and leave a
     reference; dict keys keep their types (an optimizer's state is keyed by integers)."""
     if isinstance(value, torch.Tensor):
-        tensors[path] = value.detach().contiguous().clone()
+        tensors[path] = value.detach().cpu().contiguous().clone()
         return {"__tensor__": path}
     if isinstance(value, collections.Counter):
         return {"__counter__": [[k, v] for k, v in value.items()]}

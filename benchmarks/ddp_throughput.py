@@ -8,10 +8,10 @@ second, and each round's ratio to the one-process run of that round):
   2 processes (torchrun), 1 thread each.
 The recipe is `us` (the sandwich rule: 4 widths per step, so three of every four backward
 passes accumulate under no_sync) on VGG-16 (width_mult 0.25), Fashion-MNIST, global batch 64.
-Examples per second count training examples over the run's `train_seconds` (its training loop
-and the end-of-training test evaluation, which every process runs).
+Examples per second are the run's own `examples_per_second` (rank 0's optimizer steps alone:
+no start-up, evaluation or checkpoint).
 
-    .venv/bin/python benchmarks/ddp_throughput.py [--rounds 3] [--examples 6000] > docs/ddp/throughput.md
+    .venv/bin/python benchmarks/ddp_throughput.py [--rounds 3] [--examples 4000] > docs/ddp/throughput.md
 """
 
 from __future__ import annotations
@@ -47,13 +47,20 @@ def launch(way: str, examples: int, out: Path) -> list[str]:
     return [sys.executable, "-m", "dynscale", *command, "--threads", threads]
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 WAYS = ["1 process × all threads", "1 process × 1 thread", "2 processes × 1 thread"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--examples", type=int, default=6000, help="training examples (one epoch)")
+    p.add_argument("--examples", type=int, default=4000, help="training examples (one epoch)")
     args = p.parse_args()
     rates: dict[str, list[float]] = {w: [] for w in WAYS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,11 +72,11 @@ def main() -> None:
                 if done.returncode != 0:
                     sys.exit(f"{way} failed: {done.stderr[-2000:]}")
                 config = json.loads((out / "config.json").read_text())
-                rates[way].append(args.examples / config["metrics"]["train_seconds"])
+                rates[way].append(config["metrics"]["examples_per_second"])
                 print(f"round {r + 1} {way}: {rates[way][-1]:.0f} examples/s", file=sys.stderr, flush=True)
                 shutil.rmtree(out)
     base = rates[WAYS[0]]
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"Machine: {cpu_name()}, {os.cpu_count()} cores; "
           f"torch {__import__('torch').__version__}; {args.rounds} interleaved rounds, {args.examples} examples.\n")
     print("| training | examples/s (median) | vs 1 process × all threads (median of rounds) |")
     print("|---|---:|---:|")

@@ -114,6 +114,8 @@ def test_batch_size_is_the_global_batch_in_the_config_json(tmp_path):
     assert main([*TRAIN, "--epochs", "1", "--batch-size", "50", "--out", str(out)]) == 0
     record = json.loads((out / "config.json").read_text())["training"]["execution"]
     assert record["global_batch"] == record["process_batch"] == 50 and record["world_size"] == 1
+    metrics = RunConfig.read(out).metrics  # training alone, without the evaluation
+    assert metrics["examples_per_second"] > 1437 / metrics["train_seconds"]
 
 
 @pytest.mark.slow

@@ -67,6 +67,7 @@ class Trainer:
         self.phase_names = recipe.phases(model)
         self.history: list[dict] = []  # metrics of the finished phases
         self.seconds = 0.0
+        self.throughput = [0, 0.0]  # (examples, seconds) of the optimizer steps alone, over every phase
         self._budget: int | None = None
         self.checkpoint_every = checkpoint_every
         self.on_checkpoint = on_checkpoint
@@ -135,6 +136,8 @@ class Trainer:
         last = self.history[-1]
         metrics = {k: v for k, v in last.items() if k != "phase"}
         metrics["train_seconds"] = round(sum(h["train_seconds"] for h in self.history), 3)
+        if self.throughput[1] > 0:  # training alone: no evaluation, checkpoint or start-up
+            metrics["examples_per_second"] = round(self.throughput[0] / self.throughput[1], 1)
         if len(self.history) > 1:
             metrics["phases"] = self.history
         return metrics
@@ -161,7 +164,10 @@ class Trainer:
                         if self._budget <= 0:
                             raise _Paused
                         self._budget -= 1
-                    loss, examples = self._step(x, y, after_step)
+                    started = time.perf_counter()
+                    loss, examples = self._step(x, y, after_step)  # its loss.item() waits for a GPU
+                    self.throughput[0] += examples
+                    self.throughput[1] += time.perf_counter() - started
                     self.epoch_loss[0] += loss * examples
                     self.epoch_loss[1] += examples
                     seen += examples
@@ -300,6 +306,7 @@ class Trainer:
         epoch and step, the running epoch loss and the finished phases' metrics."""
         return {"phase": self.phase, "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
                 "epoch_loss": list(self.epoch_loss), "last_loss": self.last_loss, "seconds": self.seconds,
+                "throughput": list(self.throughput),
                 "history": copy.deepcopy(self.history),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "data_rng": self._epoch_rng.clone(),
@@ -319,6 +326,7 @@ class Trainer:
         self.epoch_loss = list(state["epoch_loss"])
         self.last_loss = state["last_loss"]
         self.seconds = state["seconds"]
+        self.throughput = list(state.get("throughput", [0, 0.0]))
         self.history = copy.deepcopy(state["history"])
         self._epoch_rng = state["data_rng"].clone()
         self.recipe_rng.set_state(state["recipe_rng"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .device import Execution
 from .layers import check_width
 from .models import model_info
 from .reproduce import reproduce
@@ -48,13 +49,14 @@ def comparison_plan(model: str, data: str, widths: list[float], epochs: int,
 
 def compare(model: str, data: str, out: str | Path, widths: list[float] | None = None,
             epochs: int = 30, train_limit: int | None = None, width_mult: float | None = None,
-            seed: int = 0, batch_size: int = 64, progress: bool | None = None, force: bool = False) -> dict:
+            seed: int = 0, batch_size: int = 64, progress: bool | None = None, force: bool = False,
+            execution: Execution | None = None) -> dict:
     """Trains and sweeps the comparison into ``out`` (``compare.json``/``.md``/``.png``); see
-    :func:`~dynscale.reproduce.reproduce` for ``force``.
+    :func:`~dynscale.reproduce.reproduce` for ``force`` and ``execution``.
 
     Returns:
         The reproduce summary.
     """
     plan = comparison_plan(model, data, widths or [0.25, 0.5, 0.75, 1.0], epochs, train_limit,
                            width_mult, seed, batch_size)
-    return reproduce(plan, out, progress=progress, force=force)
+    return reproduce(plan, out, progress=progress, force=force, execution=execution)

@@ -10,6 +10,7 @@ unchanged), each experiment is swept into ``OUT/NAME.json``, ``.md`` and ``.png`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from importlib import resources
@@ -27,6 +28,7 @@ from .files import atomic_write, dumps_json, write_json
 from .idp import sweep_runs, train_run
 from .layers import incomplete_batchnorms
 from .models import get_model, parse_profile_ranges
+from .parallel import on_main
 from .runs import RunConfig, check_directory
 from .train import Recipe, TrainConfig, get_recipe, state_directory
 
@@ -189,13 +191,14 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
     for key, exp in experiments.items():
         curves = sweep_runs([str(out / "runs" / r) for r in exp["runs"]], widths, data=data, progress=progress,
                             device=resolve_device((execution or Execution()).device))
-        write_report(curves, json=out / f"{key}.json", markdown=out / f"{key}.md", png=out / f"{key}.png",
-                     title=exp["title"], meta={"title": exp["title"], "mode": mode})
+        on_main(functools.partial(write_report, curves, json=out / f"{key}.json", markdown=out / f"{key}.md",
+                                  png=out / f"{key}.png", title=exp["title"],
+                                  meta={"title": exp["title"], "mode": mode}))  # under torchrun: rank 0 writes
         print(f"\n{exp['title']}\n{format_table(curves)}", flush=True)
         sections.append(f"## {exp['title']}\n\n{format_table(curves, markdown=True)}\n\n![{key}]({key}.png)\n")
         summary[key] = {"title": exp["title"], "runs": exp["runs"], "json": f"{key}.json",
                         "png": f"{key}.png", "markdown": f"{key}.md"}
     text = "\n".join(sections)
-    atomic_write(out / "summary.md", lambda p: p.write_text(text))
-    write_json(out / "summary.json", summary)
+    on_main(lambda: (atomic_write(out / "summary.md", lambda p: p.write_text(text)),
+                     write_json(out / "summary.json", summary)))  # under torchrun: rank 0 writes
     return summary

@@ -77,6 +77,14 @@ def test_an_error_stops_every_process_and_is_said_once(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_command_that_does_not_train_is_refused_under_torchrun(tmp_path):
+    assert main([*TRAIN, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    done = torchrun(2, "sweep", str(tmp_path / "run"), "--json", str(tmp_path / "sweep.json"))
+    lines = [line for line in done.stderr.splitlines() if line.startswith("dynscale:")]
+    assert done.returncode != 0 and len(lines) == 1 and "run it without torchrun" in lines[0], done.stderr
+    assert not (tmp_path / "sweep.json").exists()
+
+
 def test_a_run_resumes_across_a_changed_process_count(tmp_path):
     straight = worker.trainer()
     straight.fit()

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             if not world.main:
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            if world.distributed and not getattr(args, "trains", False):
+                raise DynscaleError(f"`dynscale {args.command}` does not train, so it gains nothing from "
+                                    f"{world.size} processes; run it without torchrun")
             commands.prepare(args)
             args.func(args)
     except FollowerError:

@@ -87,6 +87,7 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=opt.NON_NEGATIVE, default=0, help="seed of every training")
     p.add_argument("--out", type=opt.path, default=None, help="default runs/compare-MODEL-DATA")
     p.add_argument("--force", action="store_true", help="retrain runs of --out trained with other settings")
+    add_execution_options(p)
     add_threads(p)
     add_quiet(p)
     p.set_defaults(func=compare)
@@ -214,13 +215,15 @@ def compare(args: argparse.Namespace) -> None:
         raise ValueError(f"--widths must include 1 (the full network), got {args.widths}")
     if args.width_mult is not None:
         check_model_options(args.model, {"width_mult": args.width_mult})
+    settings = execution(args)
     out = args.out or Path(f"runs/compare-{args.model}-{args.data}")
     check_directory(out, inputs=inputs(args))
     from ..command import dataset
 
     dataset(args.data)
     run_compare(args.model, args.data, out, widths=args.widths, epochs=args.epochs, train_limit=args.train_limit,
-                width_mult=args.width_mult, seed=args.seed, batch_size=args.batch_size, force=args.force)
+                width_mult=args.width_mult, seed=args.seed, batch_size=args.batch_size, force=args.force,
+                execution=settings)
     print(f"\nwrote {out}/compare.json, compare.md and compare.png")
 
 

@@ -105,8 +105,10 @@ def given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
 
 
 def add_execution_options(p: argparse.ArgumentParser) -> None:
-    """``--device``, ``--amp`` and ``--channels-last`` (``dynscale.device.Execution``'s fields)."""
+    """``--device``, ``--amp`` and ``--channels-last`` (``dynscale.device.Execution``'s fields),
+    which mark a command that trains (the ones that may run under ``torchrun``)."""
     add_fields(p, Execution)
+    p.set_defaults(trains=True)
 
 
 def add_device_option(p: argparse.ArgumentParser, cpu_only: str | None = None) -> None:

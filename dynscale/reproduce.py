@@ -92,6 +92,7 @@ def plan_recipe(plan: dict, spec: dict) -> Recipe:
     (``RECIPE_SETTINGS``)."""
     name = spec.get("recipe", "multi-profile" if spec.get("profiles") == "two" else "idp")
     settings = {k: spec[k] for k in RECIPE_SETTINGS if k in spec}
+    settings.update(spec.get("recipe_settings") or {})  # any of the recipe's own settings
     if name == "independent":
         settings["widths"] = spec["family_widths"]
     if name == "multi-profile":
@@ -100,9 +101,10 @@ def plan_recipe(plan: dict, spec: dict) -> Recipe:
 
 
 def run_settings(plan: dict, name: str, mode: str) -> tuple[dict, TrainConfig, dict, Recipe]:
-    """The (run spec, training config, model options, recipe) of one run in a mode."""
+    """The (run spec, training config, model options, recipe) of one run in a mode: the
+    model family's settings, with what the run's own ``training`` section changes."""
     spec = plan["runs"][name]
-    family = dict(plan["settings"][mode][spec["model"]])  # a copy: options are popped below
+    family = {**plan["settings"][mode][spec["model"]], **(spec.get("training") or {})}  # options are popped below
     options = {"profile": spec["profile"], **{k: family.pop(k) for k in MODEL_OPTIONS if k in family}}
     return spec, TrainConfig(**family), options, plan_recipe(plan, spec)
 
@@ -193,9 +195,12 @@ def reproduce(paper: str | dict, out: str | Path, quick: bool = False, progress:
                             device=resolve_device((execution or Execution()).device))
         on_main(functools.partial(write_report, curves, json=out / f"{key}.json", markdown=out / f"{key}.md",
                                   png=out / f"{key}.png", title=exp["title"],
-                                  meta={"title": exp["title"], "mode": mode}))  # under torchrun: rank 0 writes
-        print(f"\n{exp['title']}\n{format_table(curves)}", flush=True)
-        sections.append(f"## {exp['title']}\n\n{format_table(curves, markdown=True)}\n\n![{key}]({key}.png)\n")
+                                  meta={"title": exp["title"], "mode": mode, **exp.get("meta", {})},
+                                  note=exp.get("note")))  # under torchrun: rank 0 writes
+        note = exp.get("note", "")  # e.g. a comparison's training budgets
+        print(f"\n{exp['title']}\n{format_table(curves)}" + (f"\n{note}" if note else ""), flush=True)
+        sections.append(f"## {exp['title']}\n\n{format_table(curves, markdown=True)}\n\n"
+                        + (f"{note}\n\n" if note else "") + f"![{key}]({key}.png)\n")
         summary[key] = {"title": exp["title"], "runs": exp["runs"], "json": f"{key}.json",
                         "png": f"{key}.png", "markdown": f"{key}.md"}
     text = "\n".join(sections)

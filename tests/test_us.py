@@ -157,3 +157,72 @@ def test_a_sandwich_step_works_for_every_registered_model(name):
     loss = sandwich_backward(model, x, y, Sandwich(), torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("budget, epochs", [
+    ("equal-epochs", {"independent": 3, "idp-all-one": 3, "idp-linear": 3, "us-all-one": 3, "us-linear": 3}),
+    ("equal-passes", {"independent": 3, "idp-all-one": 12, "idp-linear": 12, "us-all-one": 3, "us-linear": 3}),
+])
+def test_compare_states_and_can_equalise_the_training_passes(budget, epochs):
+    from dynscale.compare import comparison_plan
+    from dynscale.reproduce import run_settings
+
+    plan = comparison_plan("mlp", "synthetic", [0.25, 0.5, 0.75, 1.0], epochs=3, budget=budget, train_examples=640)
+    trained = {name: run_settings(plan, name, "full")[1].epochs for name in plan["runs"]}
+    assert trained == epochs
+    budgets = plan["experiments"]["compare"]["meta"]["training_budgets"]
+    totals = {name: b["passes_per_batch"] for name, b in budgets.items()}
+    if budget == "equal-passes":  # 4 widths × 3 epochs of the us network, the family's 4 × 3 together
+        assert set(totals.values()) == {12}
+    else:
+        assert totals == {"independent": 12, "idp-all-one": 3, "idp-linear": 3, "us-all-one": 12, "us-linear": 12}
+    note = plan["experiments"]["compare"]["note"]
+    assert f"**{budget}**" in note and "10 batches per epoch" in note
+    assert budget.replace("-", " ") in plan["experiments"]["compare"]["title"]
+    with pytest.raises(ValueError, match="equal-epochs or equal-passes"):
+        comparison_plan("mlp", "synthetic", [1.0], 1, budget="equal-time")
+
+
+@pytest.mark.parametrize("settings", [
+    {"distill_weight": 0.5, "temperature": 2.0}, {"sampling": "macs"}, {"label_smoothing": 0.1},
+    {"distill": False}, {"sandwich": 3},
+])
+def test_sandwich_ablation_options_train(settings):
+    seed_everything(0)
+    model = get_model("vgg16", **tiny_options("vgg16")).train()
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    recipe = Sandwich(**settings)
+    losses = list(recipe.losses(model, x, y, torch.Generator().manual_seed(0), 0))
+    assert len(losses) == recipe.passes(0) and all(torch.isfinite(loss) for loss in losses)
+
+
+def test_sandwich_defaults_are_the_plain_recipe_and_resolution_mixing_needs_global_pooling():
+    seed_everything(0)
+    model = get_model("mlp", in_channels=1, input_size=8, hidden=[20, 20]).train()
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 4
+    plain = [loss.item() for loss in Sandwich().losses(model, x, y, torch.Generator().manual_seed(0), 0)]
+    same = [loss.item() for loss in Sandwich(temperature=1.0, distill_weight=1.0, label_smoothing=0.0)
+            .losses(model, x, y, torch.Generator().manual_seed(0), 0)]
+    assert plain == same
+    with pytest.raises(ValueError, match="global pooling"):
+        Sandwich(resolutions=[6]).check(model)
+    conv = get_model("vgg16", **tiny_options("vgg16")).train()
+    Sandwich(resolutions=[6, 8]).check(conv)
+    losses = list(Sandwich(resolutions=[6]).losses(conv, torch.rand(4, 1, 8, 8), torch.arange(4),
+                                                  torch.Generator().manual_seed(0), 0))
+    assert all(torch.isfinite(loss) for loss in losses)
+    for bad, match in [({"sampling": "log"}, "uniform or macs"), ({"temperature": 0}, "> 0"),
+                       ({"distill_weight": 2}, r"\[0, 1\]"), ({"label_smoothing": 1.0}, r"\[0, 1\)")]:
+        with pytest.raises(ValueError, match=match):
+            Sandwich(**bad)
+
+
+def test_no_weight_decay_on_batch_norm_and_bias():
+    from dynscale.train import make_optimizer
+
+    model = get_model("vgg16", **tiny_options("vgg16"))
+    decayed = make_optimizer(model.parameters(), TrainConfig(weight_decay=5e-4, decay_bn_bias=False))
+    groups = decayed.param_groups
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
+    assert all(p.dim() > 1 for p in groups[0]["params"]) and all(p.dim() == 1 for p in groups[1]["params"])
+    assert len(make_optimizer(model.parameters(), TrainConfig(weight_decay=5e-4)).param_groups) == 1

@@ -20,6 +20,7 @@ from ..command import (
     timing,
 )
 from ..command import options as opt
+from ..compare import BUDGETS
 from ..errors import DynscaleError
 
 REPORTS = ("json", "csv", "markdown", "plot")
@@ -85,6 +86,9 @@ def add_commands(sub) -> None:
     p.add_argument("--width-mult", type=opt.number(0.0, low_open=True), default=None,
                    help="convolutional models: scale every channel count")
     p.add_argument("--seed", type=opt.NON_NEGATIVE, default=0, help="seed of every training")
+    p.add_argument("--budget", choices=BUDGETS, default="equal-epochs",
+                   help="equal-epochs: every network trains --epochs; equal-passes: every contender gets the us "
+                        "network's forward-backward passes (the family's networks together)")
     p.add_argument("--out", type=opt.path, default=None, help="default runs/compare-MODEL-DATA")
     p.add_argument("--force", action="store_true", help="retrain runs of --out trained with other settings")
     add_execution_options(p)
@@ -223,7 +227,7 @@ def compare(args: argparse.Namespace) -> None:
     dataset(args.data)
     run_compare(args.model, args.data, out, widths=args.widths, epochs=args.epochs, train_limit=args.train_limit,
                 width_mult=args.width_mult, seed=args.seed, batch_size=args.batch_size, force=args.force,
-                execution=settings)
+                execution=settings, budget=args.budget)
     print(f"\nwrote {out}/compare.json, compare.md and compare.png")
 
 

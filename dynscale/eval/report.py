@@ -264,7 +264,7 @@ def plot(curves: Sequence[Curve], path: str | Path, title: str = "Accuracy vs co
 def write_report(curves: Sequence[Curve], json: str | Path | None = None, csv: str | Path | None = None,
                  markdown: str | Path | None = None, png: str | Path | None = None, title: str | None = None,
                  xlabel: str | None = None, meta: dict | None = None, layout: str = "auto",
-                 x: str = "macs") -> list[Path]:
+                 x: str = "macs", note: str | None = None) -> list[Path]:
     """Writes the requested forms of a report, each atomically.
 
     Args:
@@ -275,6 +275,7 @@ def write_report(curves: Sequence[Curve], json: str | Path | None = None, csv: s
         meta: extra top-level JSON fields (timing settings, titles).
         layout: the Markdown table's layout (see :func:`format_table`).
         x: the plot's cost axis (see :func:`plot`).
+        note: Markdown put under the Markdown table (e.g. the contenders' training budgets).
 
     Returns:
         The paths written.
@@ -287,7 +288,7 @@ def write_report(curves: Sequence[Curve], json: str | Path | None = None, csv: s
         atomic_write(Path(csv), lambda p: p.write_text(text))
         written.append(Path(csv))
     if markdown:
-        text = format_table(curves, markdown=True, layout=layout) + "\n"
+        text = format_table(curves, markdown=True, layout=layout) + "\n" + (f"\n{note}\n" if note else "")
         atomic_write(Path(markdown), lambda p: p.write_text(text))
         written.append(Path(markdown))
     if png:

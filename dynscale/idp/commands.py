@@ -36,8 +36,10 @@ from .sweep import DEFAULT_WIDTHS
 
 RECIPES = ("idp", "us", "independent")  # --recipe; idp with --profiles is multi-profile
 # Each width recipe setting's option, and the recipes whose fields they are.
-SETTINGS = {"cut": "--cut", "profile_gradient": "--profile-gradient", "sandwich": "--sandwich",
-            "min_width": "--min-width", "distill": "--no-distill", "widths": "--family-widths"}
+US_SETTINGS = ["sandwich", "min_width", "distill", "distill_weight", "temperature", "sampling", "label_smoothing",
+               "resolutions"]
+SETTINGS = {"cut": "--cut", "profile_gradient": "--profile-gradient", "distill": "--no-distill",
+            "widths": "--family-widths", **{k: "--" + k.replace("_", "-") for k in US_SETTINGS if k != "distill"}}
 
 
 def add_commands(sub) -> None:
@@ -54,7 +56,7 @@ def add_commands(sub) -> None:
     add_fields(p, recipe_class("idp"), ["cut", "profile_gradient"], prefix="idp, independent: ")
     p.add_argument("--profiles", type=opt.profile_ranges, default=None, metavar="RANGES",
                    help="idp: multiple profiles, e.g. 0-0.3,0.3-1.0, trained one after another")
-    add_fields(p, recipe_class("us"), ["sandwich", "min_width", "distill"], prefix="us: ")
+    add_fields(p, recipe_class("us"), US_SETTINGS, prefix="us: ")
     add_fields(p, recipe_class("independent"), ["widths"], flags={"widths": "--family-widths"}, metavar="WIDTHS",
                prefix="independent: ")
     p.add_argument("--calibrate", type=opt.WIDTHS, default=None, metavar="WIDTHS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,10 +13,13 @@ from torch import nn
 from ..idp.recipes import MultiProfile, WidthRecipe, member_ranges
 from ..layers import check_width, incomplete_batchnorms, set_width
 from ..runs import register_v1_migration
-from ..schema import Int, ListOf, Num, setting
+from ..schema import Int, ListOf, Num, Str, setting
 from ..train import register_recipe
 
 US_CALIBRATION = (0.25, 0.5, 0.75, 1.0)
+
+
+SAMPLINGS = ("uniform", "macs")
 
 
 @register_recipe
@@ -28,41 +32,89 @@ class Sandwich(WidthRecipe):
     (in-place distillation), or from the labels with ``distill=False``. The losses are averaged
     over the widths, so a learning rate means the same as for one network (summing them made
     VGG-16 steps about 4× too large).
+
+    Ablation options (``docs/RESULTS.md``, "Closing the gap"): the distillation's weight and
+    temperature, how the random widths are drawn, label smoothing on the largest width only
+    (BigNAS), and input-resolution mixing for the narrower widths (MutualNet).
     """
 
     name = "us"
     sandwich: int = setting(4, "widths per step (the largest, the smallest, and random ones)", Int(2))
     min_width: float = setting(0.25, "the smallest width trained", Num(0.0, 1.0, low_open=True))
     distill: bool = setting(True, "narrower widths learn from the largest's softmax (off: from the labels only)")
+    distill_weight: float = setting(1.0, "narrower widths' loss: this share of distillation, the rest from the labels",
+                                    Num(0.0, 1.0))
+    temperature: float = setting(1.0, "softmax temperature of the in-place distillation (its loss scaled by T²)",
+                                 Num(0.0, low_open=True))
+    sampling: str = setting("uniform", "random widths drawn uniform in width, or in MACs (width²: more wide ones)",
+                            Str(SAMPLINGS))
+    label_smoothing: float = setting(0.0, "label smoothing of the largest width's loss only (BigNAS)",
+                                     Num(0.0, 1.0, high_open=True))
+    resolutions: list[int] = setting(factory=list, help="narrower widths see the input resized to one of these sizes, "
+                                     "drawn per width (MutualNet; needs global pooling)", check=ListOf(Int(4)))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sandwich < 2:
             raise ValueError(f"the sandwich rule needs at least 2 widths, got {self.sandwich}")
         check_width(self.min_width)
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"the distillation weight is a share in [0, 1], got {self.distill_weight}")
+        if not self.temperature > 0:
+            raise ValueError(f"the distillation temperature must be > 0, got {self.temperature}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"random widths are drawn {' or '.join(SAMPLINGS)}, not {self.sampling!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label smoothing is in [0, 1), got {self.label_smoothing}")
+        self.resolutions = [int(r) for r in self.resolutions]
+
+    def check(self, model: nn.Module) -> None:
+        if self.resolutions and not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules()):
+            raise ValueError("input-resolution mixing (resolutions) needs a model with global pooling, which takes any "
+                             "input size (vgg16, mobilenet, resnet); this one takes one size only")
+
+    def passes(self, phase: int) -> int:
+        return self.sandwich  # one backward per width: the largest, the smallest, the random ones
+
+    def _draw(self, low: float, high: float, rng: torch.Generator) -> float:
+        u = torch.rand(1, generator=rng).item()
+        if self.sampling == "macs":  # uniform in width², about the MACs: the wider half drawn more often
+            return math.sqrt(low**2 + (high**2 - low**2) * u)
+        return low + (high - low) * u
+
+    def _resized(self, x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        if not self.resolutions or x.dim() != 4:
+            return x
+        size = self.resolutions[int(torch.randint(len(self.resolutions), (1,), generator=rng))]
+        if size == x.shape[-1]:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    def _student_loss(self, student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not self.distill or self.distill_weight == 0:
+            return F.cross_entropy(student, y)
+        t = self.temperature
+        kd = -(teacher * F.log_softmax(student / t if t != 1 else student, dim=1)).sum(dim=1).mean()
+        kd = kd * t * t if t != 1 else kd
+        if self.distill_weight == 1:
+            return kd
+        return self.distill_weight * kd + (1 - self.distill_weight) * F.cross_entropy(student, y)
 
     def losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: torch.Generator,
                phase: int) -> Iterator[torch.Tensor]:
         low, high = self.width_range(phase)
         low = max(low, self.min_width)
-        widths = [high, low] + [low + (high - low) * torch.rand(1, generator=rng).item()
-                                for _ in range(self.sandwich - 2)]
+        widths = [high, low] + [self._draw(low, high, rng) for _ in range(self.sandwich - 2)]
         scale = 1.0 / len(widths)
         set_width(model, high)
         logits = model(x)  # (B, classes)
-        teacher = logits.detach().softmax(dim=1)
-        yield F.cross_entropy(logits, y) * scale
+        t = self.temperature
+        teacher = (logits.detach() / t if t != 1 else logits.detach()).softmax(dim=1)
+        yield F.cross_entropy(logits, y, label_smoothing=self.label_smoothing) * scale
         for w in widths[1:]:
             set_width(model, w)
-            student = model(x)
-            if self.distill:
-                yield -(teacher * F.log_softmax(student, dim=1)).sum(dim=1).mean() * scale
-            else:
-                yield F.cross_entropy(student, y) * scale
+            yield self._student_loss(model(self._resized(x, rng)), teacher, y) * scale
         set_width(model, high)
-
-    def passes(self, phase: int) -> int:
-        return self.sandwich  # one backward per width: the largest, the smallest, the random ones
 
     def calibration_widths(self, model: nn.Module) -> list[float] | None:
         # One set of running statistics is wrong at every other width: US needs them per width.

@@ -32,6 +32,8 @@ class TrainConfig:
                                Optional(Num(0.0, low_open=True)))
     momentum: float = setting(0.9, "SGD momentum, in [0, 1)", Num(0.0, 1.0, high_open=True))
     weight_decay: float = setting(0.0, "L2 weight decay, >= 0", Num(0.0))
+    decay_bn_bias: bool = setting(True, "weight decay on batch-norm and bias parameters too (off: on the weights "
+                                  "of convolutions and linear layers only, as BigNAS)")
     schedule: str = setting("cosine", "learning-rate schedule over the steps", Str(SCHEDULES))
     seed: int = setting(0, "seed of the initialisation and data order", Int(0))
     train_limit: int | None = setting(None, "train on N examples of a fixed shuffle (default: all)",
@@ -82,10 +84,15 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """Builds the optimizer of ``config`` over ``parameters``."""
+    """Builds the optimizer of ``config`` over ``parameters`` (without ``decay_bn_bias``, the
+    one-dimensional ones, batch-norm scales and shifts and biases, in a group without decay)."""
+    groups: list = list(parameters)
+    if config.weight_decay and not config.decay_bn_bias:
+        groups = [{"params": [p for p in groups if p.dim() > 1]},
+                  {"params": [p for p in groups if p.dim() <= 1], "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,

@@ -72,6 +72,10 @@ class Recipe:
         """
         raise NotImplementedError
 
+    def check(self, model: nn.Module) -> None:
+        """Refuses, before any training, a model this recipe cannot train (ValueError naming
+        the setting and why)."""
+
     def passes(self, phase: int) -> int:
         """How many losses :meth:`losses` yields per step (backward passes): in several
         processes every backward but the last accumulates without all-reducing."""

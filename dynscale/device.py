@@ -71,8 +71,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if not torch.cuda.is_available():
         raise ValueError(f"--device {name}: PyTorch sees no GPU here (torch {torch.__version__}, "
                          f"built {'with' if torch.version.cuda else 'without'} CUDA); use --device cpu or auto")
-    index = int(name.split(":")[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", 0))
     count = torch.cuda.device_count()
+    if ":" in name and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ValueError(f"--device {name}: under torchrun each process takes its own GPU (LOCAL_RANK); give "
+                         "--device cuda or auto")
+    # Under torchrun, process LOCAL_RANK takes GPU LOCAL_RANK (shared round-robin with fewer GPUs).
+    index = int(name.split(":")[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", 0)) % count
     if index >= count:
         raise ValueError(f"--device {name}: there {'is' if count == 1 else 'are'} {count} GPU"
                          f"{'' if count == 1 else 's'} (cuda:0 to cuda:{count - 1})")

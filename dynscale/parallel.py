@@ -44,10 +44,26 @@ class World:
 def launched_size() -> int:
     """The process count torchrun asked for (1 without torchrun)."""
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        size = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise DynscaleError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a whole number; launch with "
-                            "torchrun --nproc_per_node=N") from None
+        size = 0
+    if size < 1:
+        raise DynscaleError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a process count; unset it, or launch "
+                            "with torchrun --nproc_per_node=N")
+    return size
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun gives it (0 without torchrun), before any group is joined."""
+    try:
+        return max(0, int(os.environ.get("RANK", "0")))
+    except ValueError:
+        return 0
+
+
+def said_everywhere(message: str) -> DynscaleError:
+    """The error of a check every process makes alike: rank 0 says it, the others stop quietly."""
+    return DynscaleError(message) if launched_rank() == 0 else FollowerError(message)
 
 
 def setup() -> World:

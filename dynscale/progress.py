@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from tqdm.auto import tqdm
 
 _QUIET = False
@@ -22,5 +24,7 @@ def progress_bar(iterable=None, progress: bool | None = None, **kwargs) -> tqdm:
         progress: True shows it, False hides it, None shows it only on a terminal.
         **kwargs: tqdm's options (``desc``, ``total``, ``unit``…).
     """
-    disable = True if _QUIET or progress is False else (None if progress is None else False)
+    # Under torchrun only rank 0 shows progress (the others would draw the same bars again).
+    quiet = _QUIET or progress is False or os.environ.get("RANK", "0") != "0"
+    disable = True if quiet else (None if progress is None else False)
     return tqdm(iterable, disable=disable, **kwargs)

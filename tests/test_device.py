@@ -36,6 +36,28 @@ def test_a_gpu_asked_for_where_there_is_none_is_refused_before_any_work(tmp_path
         resolve_device("cuda:1")
 
 
+def test_mixed_precision_runs_the_training_forward_in_bfloat16():
+    from dynscale.data import load_dataset
+    from dynscale.models import get_model
+    from dynscale.train import TrainConfig, Trainer, get_recipe, sized_for
+
+    data = load_dataset("digits")
+    seen = {}
+    for amp in (False, True):
+        model = get_model("vgg16", **sized_for(data, {"width_mult": 0.125}))
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        def record(module, inputs, out, amp=amp) -> None:
+            if module.training:
+                seen.setdefault(amp, out.dtype)
+
+        conv.register_forward_hook(record)
+        trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=32), get_recipe("idp"), progress=False,
+                          execution=Execution(amp=amp))
+        trainer.fit(max_steps=1)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+    assert seen == {False: torch.float32, True: torch.bfloat16}
+
+
 def test_mixed_precision_on_the_cpu_autocasts_to_bfloat16(tmp_path):
     out = tmp_path / "run"
     assert main([*TRAIN, *VGG, "--amp", "--out", str(out)]) == 0

@@ -85,6 +85,31 @@ def test_a_command_that_does_not_train_is_refused_under_torchrun(tmp_path):
     assert not (tmp_path / "sweep.json").exists()
 
 
+def test_a_last_batch_smaller_than_the_process_count_is_refused_before_training(tmp_path):
+    out = tmp_path / "run"
+    done = torchrun(2, *TRAIN, "--train-limit", "65", "--out", str(out))  # a last batch of 1 example
+    lines = [line for line in done.stderr.splitlines() if line.startswith("dynscale:")]
+    assert done.returncode != 0 and len(lines) == 1 and "last batch of an epoch holds 1 example" in lines[0], lines
+    assert not out.exists()
+
+
+def test_a_stray_world_size_is_one_line_not_a_traceback():
+    env = {**os.environ, "WORLD_SIZE": "abc"}
+    done = subprocess.run([sys.executable, "-m", "dynscale", "list"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "WORLD_SIZE='abc'" in done.stderr
+
+
+def test_augmentation_does_not_depend_on_the_process_count():
+    from dynscale.data.augment import Augment
+
+    x = torch.rand(10, 3, 8, 8)
+    augment = Augment(padding=2, flip=True)
+    whole = augment(x, torch.Generator().manual_seed(7))
+    for rank in range(3):  # three processes' shares of one global batch of 10
+        share = augment(x[rank::3], torch.Generator().manual_seed(7), (rank, 3, 10))
+        torch.testing.assert_close(share, whole[rank::3])
+
+
 def test_a_run_resumes_across_a_changed_process_count(tmp_path):
     straight = worker.trainer()
     straight.fit()

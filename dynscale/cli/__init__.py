@@ -18,7 +18,7 @@ from ..command import Parser
 from ..errors import DynscaleError, TrainingInterrupted
 from ..files import release_outputs
 from ..methods import list_methods
-from ..parallel import FollowerError, setup, teardown
+from ..parallel import FollowerError, World, launched_rank, launched_size, said_everywhere, setup, teardown
 from ..progress import set_quiet
 from . import commands
 
@@ -38,48 +38,69 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status.
+
+    Under torchrun (``WORLD_SIZE`` > 1) a training command joins the processes' group and
+    rank 0 alone prints its output; another process prints only an error of its own, naming
+    its rank. A command that does not train is refused there.
+    """
     import torch
 
     args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()  # a command's --threads lasts as long as the command
-    world = setup()  # under torchrun: one process group; rank 0 alone prints and writes
-    say = print if world.main else (lambda *a, **k: None)
+    rank, world = launched_rank(), World()
+
+    def say(message: str) -> None:
+        print(message if rank == 0 else message.replace("dynscale:", f"dynscale (rank {rank}):", 1), file=sys.stderr)
+
+    code = 0
     try:
         with contextlib.ExitStack() as stack:
-            if not world.main:
+            if rank != 0:  # rank 0 alone prints what a command reports
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
-            if world.distributed and not getattr(args, "trains", False):
-                raise DynscaleError(f"`dynscale {args.command}` does not train, so it gains nothing from "
-                                    f"{world.size} processes; run it without torchrun")
+            if launched_size() > 1:
+                if not getattr(args, "trains", False):
+                    raise said_everywhere(f"`dynscale {args.command}` does not train, so it gains nothing from "
+                                          "several processes; run it without torchrun")
+                world = setup()
             commands.prepare(args)
             args.func(args)
     except FollowerError:
-        return 2  # rank 0 failed first and says why
+        # Rank 0 fails the launch and says why. A follower that failed first would make torchrun
+        # stop rank 0 before it could print, so a follower leaves as if done.
+        code = 0
     except (DynscaleError, ValueError, OSError) as e:
         if os.environ.get("DYNSCALE_DEBUG"):
             raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        say(f"dynscale: error: {message}", file=sys.stderr)
-        return 2
+        say(f"dynscale: error: {' '.join(str(e).split()) or type(e).__name__}")
+        code = 2
     except TrainingInterrupted as e:
-        say(f"dynscale: interrupted: {e}", file=sys.stderr)
-        return 130
+        if rank == 0:
+            say(f"dynscale: interrupted: {e}")
+        code = 130
     except KeyboardInterrupt:
-        say("dynscale: interrupted", file=sys.stderr)
-        return 130
+        if rank == 0:
+            say("dynscale: interrupted")
+        code = 130
     except Exception as e:  # a bug, not bad input: still one line, with a way to see more
         if os.environ.get("DYNSCALE_DEBUG"):
             raise
-        print(f"dynscale: internal error (a bug in dynscale, please report it): {type(e).__name__}: "
-              f"{' '.join(str(e).split())} (rerun with DYNSCALE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        say(f"dynscale: internal error (a bug in dynscale, please report it): {type(e).__name__}: "
+            f"{' '.join(str(e).split())} (rerun with DYNSCALE_DEBUG=1 for the traceback)")
+        code = 1
     finally:
         torch.set_num_threads(threads)
         set_quiet(False)
         release_outputs()  # the outputs a failed command claimed but never wrote
         teardown()
-    return 0
+    if world.distributed:
+        # PyTorch 2.13's gloo sometimes aborts while the interpreter shuts down after a DDP run
+        # (a plain DDP script shows it too), turning a finished run into a failed launch: leave
+        # at once, with everything flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

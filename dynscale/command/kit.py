@@ -38,9 +38,10 @@ def about(flag: str) -> Iterator[None]:
 def dataset(name: str, flag: str = "--data"):
     """The dataset ``name``, a failure to load it naming ``flag``."""
     from ..data import load_dataset
+    from ..parallel import main_first
 
     with about(f"{flag} {name}"):
-        return load_dataset(name)
+        return main_first(lambda: load_dataset(name))  # under torchrun rank 0 downloads or extracts first
 
 
 def inputs(args: argparse.Namespace) -> list[Path]:

@@ -66,7 +66,7 @@ def _extract(archive: Path, source: CifarSource, into: Path) -> Path:
     """Extracts the archive's record and name files (nothing else, no path outside ``into``)."""
     wanted = {f"{source.folder}/{n}" for n in (*source.train, *source.test, source.names)}
     target = into / source.folder
-    tmp = into / f".{source.folder}.tmp"
+    tmp = into / f".{source.folder}.{os.getpid()}.tmp"  # one per process: several may extract at once
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:gz") as tar:

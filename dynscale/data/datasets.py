@@ -109,12 +109,10 @@ class Dataset:
         generator = generator or torch.Generator().manual_seed(seed)
         base = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
         batches = BatchSampler(base, batch_size, drop_last=False)
-        if shard is not None:
-            batches = ShardedBatchSampler(batches, *shard)
-        loader = DataLoader(data, batch_size=None, sampler=batches)
+        sharded = ShardedBatchSampler(batches, *shard) if shard is not None else None
+        loader = DataLoader(data, batch_size=None, sampler=sharded or batches)
         if shuffle and split == "train" and self.augment is not None:
-            # the same generator: one seed decides all; each process augments its share its own way
-            return AugmentedLoader(loader, self.augment, generator, stream=shard[0] if shard else 0)
+            return AugmentedLoader(loader, self.augment, generator, sharded)  # the same generator: one seed decides all
         return loader
 
 

@@ -31,11 +31,13 @@ class ShardedBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < processes:
             raise ValueError(f"rank {rank} is not in [0, {processes})")
         self.batches, self.rank, self.processes = batches, rank, processes
+        self.last_share: tuple[int, int, int] | None = None  # (rank, processes, global size) of the last batch
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches:
             if len(batch) < self.processes:
                 return
+            self.last_share = (self.rank, self.processes, len(batch))
             yield batch[self.rank::self.processes]
 
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
+from ..parallel import all_reduce_sum, world
 from ..train import Recipe, register_recipe
 from .gates import GATES
 from .model import DEFAULT_CHOICES, EXECUTE_CHOICES, check_choices, check_executable
@@ -34,6 +35,15 @@ def cost_sign(cost: float, target: float, mode: str) -> float:
     if cost > target:
         return 1.0
     return -1.0 if mode == "two-sided" else 0.0
+
+
+def global_mean(value: float, examples: int) -> float:
+    """The mean of ``value`` over every process's examples (itself in one process): under
+    torchrun every process then pushes the cost the same way, as one process would."""
+    if not world().distributed:
+        return value
+    total = all_reduce_sum(torch.tensor([value * examples, examples], dtype=torch.float64))
+    return (total[0] / total[1]).item()
 
 
 def check_target(target: float) -> float:
@@ -177,7 +187,7 @@ class FractionalSkipping(Recipe):
             if self._phases()[phase] == "gates" and self.gate_objective == "full":
                 sign = -1.0  # towards full execution: no cost is above it (the gates' own cost aside)
             else:
-                sign = cost_sign(cost.item(), self.target / 100, self.target_mode)
+                sign = cost_sign(global_mean(cost.item(), len(y)), self.target / 100, self.target_mode)
             loss = loss + sign * self.beta * cost
         yield loss
 

@@ -16,7 +16,7 @@ from torch import nn
 from ..data import Dataset
 from ..device import Execution, autocast, grad_scaler, place, resolve_device, to_device
 from ..errors import TrainingDiverged, TrainingInterrupted
-from ..parallel import all_reduce_sum, world
+from ..parallel import all_reduce_sum, said_everywhere, world
 from ..progress import progress_bar
 from .config import TrainConfig, make_optimizer, make_schedule, training_subset
 from .distributed import replicate
@@ -89,6 +89,12 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(self.config.seed)
         self.recipe_rng = torch.Generator().manual_seed(self.config.seed + 1)
         shard = (self.world.rank, self.world.size) if self.world.distributed else None
+        if shard is not None:
+            last = len(self.subset.train_y) % self.config.batch_size
+            if 0 < last < self.world.size:  # a process would get no example of the last batch
+                raise said_everywhere(f"the last batch of an epoch holds {last} example{'s' * (last > 1)}, fewer than "
+                                      f"the {self.world.size} processes; change --batch-size or --train-limit so that "
+                                      f"it holds none or at least {self.world.size}")
         self.loader = self.subset.loader("train", self.config.batch_size, shuffle=True, generator=self.data_rng,
                                          shard=shard)
         self.module = self.recipe.trainable(self.model, phase)
@@ -150,8 +156,9 @@ class Trainer:
         bar = progress_bar(total=epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch
                            + self.epoch_step, desc=name, unit="step", progress=self.progress)
         self.recipe.begin(self.model, phase)
-        self.replica, frozen = self._replicate()
+        frozen: list[nn.Parameter] = []
         try:
+            self.replica, frozen = self._replicate()
             while self.epoch < epochs:
                 self.recipe.train_mode(self.model, phase)
                 self.data_rng.set_state(self._epoch_rng)

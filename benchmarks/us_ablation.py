@@ -7,7 +7,7 @@ epochs (4·E·S forward-backward passes of a batch); the family's 4 networks get
 (4·E·S together). A `us` variant that changes the widths per step changes its passes, and says
 so in the table. Each run is `dynscale train` then `dynscale sweep` at widths 0.25, 0.5, 0.75, 1.
 
-    .venv/bin/python benchmarks/us_ablation.py mlp [--seeds 0] [--only NAME,...] > docs/us/ablation-mlp.md
+    .venv/bin/python benchmarks/us_ablation.py mlp [--seeds 0] [--only "NAME;..."] > docs/us/ablation-mlp.md
     .venv/bin/python benchmarks/us_ablation.py vgg16 ...
 """
 
@@ -87,11 +87,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", choices=sorted(MODELS))
     p.add_argument("--seeds", default="0", help="comma-separated seeds (mean ± sd over them)")
-    p.add_argument("--only", default=None, help="comma-separated variants (default: all)")
+    p.add_argument("--only", default=None, help="semicolon-separated variants (default: all)")
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "us-ablation")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    names = ["independent", *[v for v in (args.only.split(",") if args.only else VARIANTS) if v != "independent"]]
+    names = ["independent", *[v for v in (args.only.split(";") if args.only else VARIANTS) if v != "independent"]]
     args.root.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[list[float]]] = {}
     for seed in seeds:  # every variant at a seed before the next seed: partial results stay comparable

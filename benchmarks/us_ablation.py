@@ -30,7 +30,7 @@ MODELS = {  # the networks and budgets of the comparison (benchmarks/us_compare.
               "--train-limit", "6000"],
 }
 
-US = ["--recipe", "us"]
+US = ["--recipe", "us", "--sampling", "uniform"]  # the variants were run when uniform widths were the default
 VARIANTS: dict[str, list[str]] = {  # name -> options on top of the model's
     "independent": ["--recipe", "independent", "--family-widths", "0.25,0.5,0.75,1"],
     "us": US,
@@ -39,7 +39,7 @@ VARIANTS: dict[str, list[str]] = {  # name -> options on top of the model's
     "us temperature 2": [*US, "--temperature", "2"],
     "us 3 widths/step": [*US, "--sandwich", "3"],
     "us 6 widths/step": [*US, "--sandwich", "6"],
-    "us widths drawn by MACs": [*US, "--sampling", "macs"],
+    "us widths drawn by MACs": [*US, "--sampling", "macs"],  # the default since (the last --sampling counts)
     "us lr 0.1": [*US, "--lr", "0.1"],
     "us lr 0.2": [*US, "--lr", "0.2"],
     "us step schedule": [*US, "--schedule", "step"],

@@ -14,12 +14,13 @@ import contextlib
 import os
 import re
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .parallel import launched_size
 from .schema import Spec, setting
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
@@ -72,7 +73,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError(f"--device {name}: PyTorch sees no GPU here (torch {torch.__version__}, "
                          f"built {'with' if torch.version.cuda else 'without'} CUDA); use --device cpu or auto")
     count = torch.cuda.device_count()
-    if ":" in name and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if ":" in name and launched_size() > 1:
         raise ValueError(f"--device {name}: under torchrun each process takes its own GPU (LOCAL_RANK); give "
                          "--device cuda or auto")
     # Under torchrun, process LOCAL_RANK takes GPU LOCAL_RANK (shared round-robin with fewer GPUs).
@@ -150,12 +151,3 @@ def clock(device: torch.device) -> Callable[[], float]:
         return timeit.default_timer()
     return synchronized
 
-
-@contextlib.contextmanager
-def on_device(device: torch.device) -> Iterator[None]:
-    """Makes ``device`` the current GPU inside (a no-op on the CPU)."""
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            yield
-    else:
-        yield

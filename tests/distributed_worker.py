@@ -6,13 +6,12 @@ library's own trainer and calibration, written by rank 0 for the test to compare
 
 import sys
 
-import torch
 from safetensors.torch import save_file
 
 from dynscale.data import load_dataset
 from dynscale.idp.calibration import calibrate_bn
 from dynscale.models import get_model
-from dynscale.parallel import setup, teardown, world
+from dynscale.parallel import barrier, setup, teardown, world
 from dynscale.train import TrainConfig, Trainer, get_recipe, load_state, save_state, seed_everything, sized_for
 
 PAUSE_AT = 7  # optimizer steps before the state is saved: mid-epoch (23 steps of 64 per epoch)
@@ -54,7 +53,7 @@ def main(mode: str, out: str) -> None:
             save_file({k: v.contiguous() for k, v in stats.items()}, out)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
-    torch.distributed.barrier() if world().distributed else None
+    barrier()
     teardown()
 
 

@@ -11,6 +11,7 @@ from dynscale.reproduce import check_paper_data, load_plan, plan_mode, reproduce
 from dynscale.runs import RunConfig
 
 from cifar_files import place_archive
+from test_bad_input import run
 
 
 def test_the_idp_plan_is_complete():
@@ -70,16 +71,6 @@ def no_cifar(monkeypatch, tmp_path):
     monkeypatch.setenv("DYNSCALE_CACHE", str(tmp_path / "cache"))
 
 
-def cli(args: list[str], capsys) -> tuple[int, str]:
-    from dynscale.cli import main
-
-    try:
-        code = main(args)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    return code, capsys.readouterr().err
-
-
 def test_the_paper_plan_is_vgg16_at_full_width_on_cifar10_with_both_profiles():
     plan = load_plan("idp", full=True)
     assert plan["data"] == "cifar10" and plan_mode(full=True) == "paper" and plan_mode() == "full"
@@ -98,7 +89,7 @@ def test_the_paper_plan_is_vgg16_at_full_width_on_cifar10_with_both_profiles():
 
 
 def test_full_without_cifar_says_in_one_line_how_to_get_it(no_cifar, tmp_path, capsys, monkeypatch):
-    code, err = cli(["reproduce", "idp", "--full", "--out", str(tmp_path / "out")], capsys)
+    code, err = run(["reproduce", "idp", "--full", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     for fragment in ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "$DYNSCALE_DATA/cifar10/",
                      "DYNSCALE_MIRROR", "--device cuda", "hours"):
@@ -111,7 +102,7 @@ def test_full_without_cifar_says_in_one_line_how_to_get_it(no_cifar, tmp_path, c
 
 
 def test_full_and_quick_together_are_refused(tmp_path, capsys):
-    code, err = cli(["reproduce", "idp", "--full", "--quick", "--out", str(tmp_path / "out")], capsys)
+    code, err = run(["reproduce", "idp", "--full", "--quick", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--quick" in err and "--full" in err
     with pytest.raises(ValueError, match="exclude each other"):
         reproduce("idp", tmp_path / "out", quick=True, full=True)
@@ -125,12 +116,12 @@ def test_full_selects_the_paper_plan_and_the_execution_options(no_cifar, tmp_pat
     calls = []
     monkeypatch.setattr(dynscale.reproduce, "reproduce", lambda *args, **kwargs: calls.append((args, kwargs)))
     monkeypatch.chdir(tmp_path)
-    code, err = cli(["reproduce", "idp", "--full", "--device", "cpu", "--only", "vgg16_allone_vs_linear"], capsys)
+    code, err = run(["reproduce", "idp", "--full", "--device", "cpu", "--only", "vgg16_allone_vs_linear"], capsys)
     assert code == 0, err
     (paper, out), options = calls[0]
     assert paper == "idp" and out == Path("runs/reproduce-idp-full")
     assert options["full"] and not options["quick"] and options["execution"] == Execution(device="cpu")
-    code, err = cli(["reproduce", "idp", "--full", "--only", "mlp_profiles"], capsys)  # a CPU-scale experiment
+    code, err = run(["reproduce", "idp", "--full", "--only", "mlp_profiles"], capsys)  # a CPU-scale experiment
     assert code == 2 and "vgg16_allone_vs_linear" in err and len(calls) == 1
 
 

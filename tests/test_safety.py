@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bad_input import write_idx
 
 from dynscale import files
 from dynscale.cli import main
@@ -26,6 +25,7 @@ from dynscale.runs import RunConfig, check_file_output, check_output, load_run, 
 from dynscale.train import TrainConfig, prepare_state, save_state
 from dynscale.train.state import is_state_directory
 
+from test_bad_input import write_idx
 from test_cli import EXE
 
 

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 TORCHVISION := torchvision==0.28.0
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Every benchmark behind docs/RESULTS.md, and the side-by-side report (hours: see benchmarks/all.sh;
+# ONLY="report us" runs some steps).
+bench: setup
+	bash benchmarks/all.sh
 
 lint: setup
 	$(BIN)/ruff check dynscale tests benchmarks

@@ -31,6 +31,7 @@ MODELS = {  # the networks and budgets of the comparison (benchmarks/us_compare.
 }
 
 US = ["--recipe", "us", "--sampling", "uniform"]  # the variants were run when uniform widths were the default
+MACS = ["--recipe", "us", "--sampling", "macs"]
 VARIANTS: dict[str, list[str]] = {  # name -> options on top of the model's
     "independent": ["--recipe", "independent", "--family-widths", "0.25,0.5,0.75,1"],
     "us": US,
@@ -48,8 +49,26 @@ VARIANTS: dict[str, list[str]] = {  # name -> options on top of the model's
     "us wd 5e-4, none on BN/bias": [*US, "--weight-decay", "5e-4", "--no-decay-bn-bias"],
     "us 2× epochs": [*US, "EPOCHS×2"],
     "us resolutions 20,24,28": [*US, "--resolutions", "20,24,28"],
+    # Switchable BN trains the fixed widths 0.25, 0.5, 0.75, 1 only: how random widths would be
+    # drawn does not matter.
+    "us switchable BN": [*US, "--batchnorm", "switchable"],
+    # Evaluation only: the `us` run with the one set of running statistics training left, no
+    # per-width recalibration.
+    "us BN not recalibrated": [*US, "NO-RECALIBRATION"],
+    # Combinations, on the default (widths drawn by MACs).
+    "us MACs, no distillation": [*MACS, "--no-distill"],
+    "us MACs, distill weight 0.5": [*MACS, "--distill-weight", "0.5"],
+    "us MACs, BigNAS (wd 5e-4 none on BN/bias, smoothing 0.1)": [*MACS, "--weight-decay", "5e-4",
+                                                                 "--no-decay-bn-bias", "--label-smoothing", "0.1"],
+    # Longer training at equal passes: both sides get twice the epochs.
+    "independent 2× epochs": ["--recipe", "independent", "--family-widths", "0.25,0.5,0.75,1", "EPOCHS×2"],
+    "us MACs 2× epochs": [*MACS, "EPOCHS×2"],
+    "us MACs, no distillation 2× epochs": [*MACS, "--no-distill", "EPOCHS×2"],
 }
-PASSES = {"us 3 widths/step": 3 / 4, "us 6 widths/step": 6 / 4, "us 2× epochs": 2.0}
+PASSES = {"us 3 widths/step": 3 / 4, "us 6 widths/step": 6 / 4, "us 2× epochs": 2.0, "independent 2× epochs": 2.0}
+# The family a variant is measured against: the one with the same passes.
+REFERENCE = {name: "independent 2× epochs" for name in VARIANTS if "2× epochs" in name and name != "us 2× epochs"}
+REFERENCES = ("independent", "independent 2× epochs")
 
 
 def options(model: str, variant: str) -> list[str]:
@@ -62,16 +81,48 @@ def options(model: str, variant: str) -> list[str]:
     return base + extra
 
 
+def run_name(model: str, variant: str, seed: int) -> str:
+    return f"{model}-{variant.replace(' ', '_').replace('/', '-').replace(',', '_')}-s{seed}"
+
+
+def unrecalibrated(model: str, seed: int, root: Path) -> list[float] | None:
+    """The `us` run's accuracy at each width on the running statistics training left."""
+    import torch
+
+    from dynscale.data import load_dataset
+    from dynscale.layers import incomplete_batchnorms, width
+    from dynscale.runs import load_run
+
+    accuracies(model, "us", seed, root)  # trains it if needed
+    net = load_run(root / run_name(model, "us", seed)).model.eval()
+    norms = incomplete_batchnorms(net)
+    if not norms:
+        return None  # nothing to recalibrate: the same as `us`
+    for bn in norms:
+        bn.clear_statistics()
+    data = load_dataset("fashion-mnist")
+    got = []
+    with torch.no_grad():
+        for w in WIDTHS:
+            with width(net, w):
+                hits = sum((net(x).argmax(1) == y).sum().item() for x, y in
+                           zip(data.test_x.split(1000), data.test_y.split(1000), strict=True))
+            got.append(100 * hits / len(data.test_y))
+    return got
+
+
 def accuracies(model: str, variant: str, seed: int, root: Path) -> list[float] | None:
     """Trains (or reuses) one run and sweeps it; None where the variant does not apply."""
-    name = f"{model}-{variant.replace(' ', '_').replace('/', '-').replace(',', '_')}-s{seed}"
+    if "NO-RECALIBRATION" in VARIANTS[variant]:
+        return unrecalibrated(model, seed, root)
+    name = run_name(model, variant, seed)
     run, report = root / name, root / f"{name}.json"
     if not report.exists():
         train = subprocess.run([*DYNSCALE, "train", *options(model, variant), "--data", "fashion-mnist", "--seed",
                                 str(seed), "--threads", "1", "--quiet", "--force", "--out", str(run)],
                                capture_output=True, text=True)
-        if train.returncode == 2 and "global pooling" in train.stderr:
-            return None  # input-resolution mixing on the MLP: refused, as it should be
+        if train.returncode == 2 and ("global pooling" in train.stderr or "with batch-norm" in train.stderr):
+            return None  # input-resolution mixing or switchable BN on the MLP: refused, as it should be
         if train.returncode != 0:
             sys.exit(f"{name}: {train.stderr.strip()}")
         sweep = subprocess.run([*DYNSCALE, "sweep", str(run), "--widths", ",".join(map(str, WIDTHS)), "--quiet",
@@ -91,7 +142,12 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "us-ablation")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    names = ["independent", *[v for v in (args.only.split(";") if args.only else VARIANTS) if v != "independent"]]
+    chosen = args.only.split(";") if args.only else list(VARIANTS)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; choose among {list(VARIANTS)}")
+    needed = {"independent", *(REFERENCE.get(v, "independent") for v in chosen)}
+    names = [r for r in REFERENCES if r in needed] + [v for v in chosen if v not in REFERENCES]
     args.root.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[list[float]]] = {}
     for seed in seeds:  # every variant at a seed before the next seed: partial results stay comparable
@@ -100,21 +156,23 @@ def main() -> None:
             if got is not None:
                 results.setdefault(name, []).append(got)
             print(f"{name} seed {seed}: {got}", file=sys.stderr, flush=True)
-    reference = [statistics.mean(a[i] for a in results["independent"]) for i in range(len(WIDTHS))]
+    references = {r: [statistics.mean(a[i] for a in results[r]) for i in range(len(WIDTHS))]
+                  for r in REFERENCES if r in results}
     print(f"`{' '.join(MODELS[args.model])} --data fashion-mnist`, seeds {args.seeds}; accuracy % at each width "
-          "(mean ± sd over seeds where several), and in brackets minus the independent networks'.\n")
+          "(mean ± sd over seeds where several), and in brackets minus the independent networks' trained as long "
+          "(the 2× epochs rows against `independent 2× epochs`).\n")
     columns = " | ".join(f"width {w:g}" for w in WIDTHS)
     print(f"| variant | passes vs family | {columns} | worst gap | widths above |")
     print("|---|---:|" + "---:|" * len(WIDTHS) + "---:|---:|")
     for name, runs in results.items():
         means = [statistics.mean(r[i] for r in runs) for i in range(len(WIDTHS))]
         sds = [statistics.stdev(r[i] for r in runs) if len(runs) > 1 else None for i in range(len(WIDTHS))]
-        gaps = [m - ref for m, ref in zip(means, reference, strict=True)]
-        cells = [f"{m:.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + (f" ({g:+.2f})" if name != "independent"
-                                                                            else "")
+        family = name in REFERENCES
+        gaps = [m - ref for m, ref in zip(means, references[REFERENCE.get(name, "independent")], strict=True)]
+        cells = [f"{m:.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + ("" if family else f" ({g:+.2f})")
                  for m, sd, g in zip(means, sds, gaps, strict=True)]
-        worst = "" if name == "independent" else f"{min(gaps):+.2f}"
-        above = "" if name == "independent" else str(sum(g > 0 for g in gaps))
+        worst = "" if family else f"{min(gaps):+.2f}"
+        above = "" if family else str(sum(g > 0 for g in gaps))
         print(f"| {name} | {PASSES.get(name, 1.0):.2f}× | " + " | ".join(cells) + f" | {worst} | {above} |")
 
 

@@ -1,5 +1,6 @@
 """Adaptive inference: policies, real exits, cost accounting, early-exit networks, cascades."""
 
+import dataclasses
 import json
 
 import pytest
@@ -302,6 +303,23 @@ def test_sweep_reports_every_curve_with_wall_clock(exit_run, synthetic):
     assert "% exit layer1" in table and "ratio torch@64" in table
     # The caller's modules keep their modes.
     assert net.training and all(m.training for m in net.modules())
+
+
+def test_policies_are_timed_against_the_dense_network_in_onnx_runtime_too(exit_run, synthetic):
+    net, config = load_early_exit(exit_run)
+    held = synthetic.split_holdout(config.holdout)[1]
+    timing = TimingConfig(batch_sizes=[64], min_run_time=0.01, examples=128, rounds=1, warmup=1,
+                          runtimes=["torch", "onnxruntime"])
+    curves = sweep_graph(net.graph(), net.backbone, 2, held, (synthetic.test_x, synthetic.test_y), "ee",
+                         "synthetic", [0.0], [5.0], timing=timing, progress=False)
+    full = curves[0].points[0]
+    assert full.latency_at("onnxruntime", 64).ratio == 1.0  # the full network exports: ONNX Runtime times it
+    for point in curves[1].points + curves[2].points:
+        assert point.latency_at("onnxruntime", 64) is None  # a policy runs in eager PyTorch only...
+        assert point.latency_at("torch", 64).versus["onnxruntime"] > 0  # ...against the dense network in ORT
+    with pytest.raises(DynscaleError, match="torch,onnxruntime"):
+        sweep_graph(net.graph(), net.backbone, 2, held, (synthetic.test_x, synthetic.test_y), "ee", "synthetic",
+                    [0.0], [5.0], timing=dataclasses.replace(timing, runtimes=["torch-dense"]), progress=False)
 
 
 def test_confidence_features():

@@ -132,8 +132,8 @@ def test_recipes_pick_and_compare(tmp_path, capsys):
                  "--no-distill", "--epochs", "1", "--out", str(us)]) == 0
     recipe = RunConfig.read(us).recipe
     assert recipe == {"name": "us", "sandwich": 3, "min_width": 0.3, "distill": False, "profile_gradient": "chain",
-                      "distill_weight": 1.0, "temperature": 1.0, "sampling": "macs", "label_smoothing": 0.0,
-                      "resolutions": []}
+                      "distill_weight": 0.5, "temperature": 1.0, "sampling": "macs", "label_smoothing": 0.0,
+                      "resolutions": [], "batchnorm": "shared"}
     family = tmp_path / "family"
     assert main(["train", "--data", "synthetic", "--recipe", "independent", "--family-widths", "0.5,1",
                  "--epochs", "1", "--out", str(family)]) == 0

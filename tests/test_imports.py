@@ -20,7 +20,7 @@ LAYERS = {
     "runs": 3, "train": 3, "eval": 3, "methods": 3, "command": 3, "deployable": 3,
     "export": 4,
     "idp": 5, "slimmable": 5, "adaptive": 5, "effort": 5, "dfs": 5, "convert": 5,
-    "compare": 6, "reproduce": 6, "demo": 6, "experiments": 6, "deploy": 6,
+    "compare": 6, "reproduce": 6, "demo": 6, "experiments": 6, "deploy": 6, "report": 6,
     "cli": 7, "__main__": 7, "__init__": 7,
 }
 
@@ -103,9 +103,9 @@ METHODS = ("idp", "slimmable", "adaptive", "effort", "dfs")
 
 
 def test_the_core_and_the_shell_import_no_method():
-    """The core (runs, train, eval, the method registry, the command toolkit) and the command-line
-    shell know the methods only through the registry."""
-    core = ("runs", "train", "eval", "methods", "command", "cli")
+    """The core (runs, train, eval, the method registry, the command toolkit), the command-line
+    shell and the side-by-side report know the methods only through the registry."""
+    core = ("runs", "train", "eval", "methods", "command", "cli", "report")
     wrong = [f"{a} imports {b}" for a, targets in graph().items() if a.split(".")[1:2] and a.split(".")[1] in core
              for b in targets if b.split(".")[1:2] and b.split(".")[1] in METHODS]
     assert not wrong, "\n".join(wrong)

@@ -87,3 +87,15 @@ def test_the_controller_picks_from_a_measured_run(mlp_run):
     curves = sweep_runs([str(mlp_run)], [0.5, 1.0], timing=TimingConfig(batch_sizes=[1], **FAST), progress=False)
     point = Controller.from_curves(curves).pick(latency_ms=1e6)
     assert point.knobs["width"] in (0.5, 1.0) and point.latency_at("torch", 1).ms > 0
+
+
+def test_each_width_at_int8_is_its_own_curve_timed_in_onnx_runtime(mlp_run):
+    timing = TimingConfig(batch_sizes=[8], min_run_time=0.01, rounds=1, warmup=1, runtimes=["torch", "onnxruntime"])
+    plain, int8 = sweep_runs([mlp_run], [0.5, 1.0], timing=timing, progress=False, int8=True)
+    assert int8.curve == "at int8" and int8.label == f"{plain.label} at int8"
+    for dense_point, quantized in zip(plain.points, int8.points, strict=True):
+        assert quantized.knobs == {**dense_point.knobs, "precision": "int8"}
+        assert quantized.macs == dense_point.macs  # the same width, the same counted MACs...
+        assert quantized.bitops_ratio == pytest.approx(dense_point.macs_ratio / 16)  # ...at (8/32)² the BitOps
+        assert quantized.latency_at("torch", 8) is None and quantized.latency_at("onnxruntime", 8).ratio > 0
+        assert abs(quantized.accuracy - dense_point.accuracy) < 0.1 and quantized.saving == "measured"

@@ -35,17 +35,20 @@ def grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def test_sandwich_accumulates_the_largest_and_smallest_widths(synthetic):
+@pytest.mark.parametrize("share", [1.0, 0.5])  # the US-Nets paper's full distillation; the default half
+def test_sandwich_accumulates_the_largest_and_smallest_widths(synthetic, share):
     x, y = synthetic.train_x[:32], synthetic.train_y[:32]
     model = mlp()
-    sandwich_backward(model, x, y, Sandwich(sandwich=2), torch.Generator())
+    sandwich_backward(model, x, y, Sandwich(sandwich=2, distill_weight=share), torch.Generator())
     got = grads(model)
     model.zero_grad()
     logits = model(x)
     (F.cross_entropy(logits, y) / 2).backward()  # the mean over the sandwich's two widths
     teacher = logits.detach().softmax(1)
     with width(model, 0.25):
-        (-(teacher * F.log_softmax(model(x), 1)).sum(1).mean() / 2).backward()
+        student = model(x)
+        kd = -(teacher * F.log_softmax(student, 1)).sum(1).mean()
+        ((share * kd + (1 - share) * F.cross_entropy(student, y)) / 2).backward()
     for name, grad in grads(model).items():
         torch.testing.assert_close(got[name], grad, msg=name)
 
@@ -201,7 +204,7 @@ def test_sandwich_defaults_are_the_plain_recipe_and_resolution_mixing_needs_glob
     model = get_model("mlp", in_channels=1, input_size=8, hidden=[20, 20]).train()
     x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 4
     plain = [loss.item() for loss in Sandwich().losses(model, x, y, torch.Generator().manual_seed(0), 0)]
-    same = [loss.item() for loss in Sandwich(temperature=1.0, distill_weight=1.0, label_smoothing=0.0)
+    same = [loss.item() for loss in Sandwich(temperature=1.0, distill_weight=0.5, label_smoothing=0.0)
             .losses(model, x, y, torch.Generator().manual_seed(0), 0)]
     assert plain == same
     with pytest.raises(ValueError, match="global pooling"):
@@ -226,3 +229,44 @@ def test_no_weight_decay_on_batch_norm_and_bias():
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
     assert all(p.dim() > 1 for p in groups[0]["params"]) and all(p.dim() == 1 for p in groups[1]["params"])
     assert len(make_optimizer(model.parameters(), TrainConfig(weight_decay=5e-4)).param_groups) == 1
+
+
+def test_switchable_batchnorm_trains_a_private_scale_and_shift_per_width(synthetic, tmp_path):
+    from dynscale.export import dense
+    from dynscale.layers import incomplete_batchnorms, switchable_widths
+
+    config = TrainConfig(epochs=1, train_limit=200)
+    recipe = Sandwich(batchnorm="switchable")
+    run = train_run(tmp_path / "sw", "vgg16", synthetic, config, recipe, {"width_mult": 0.0625}, progress=False)
+    model = load_run(run).model.eval()
+    assert switchable_widths(model) == [0.25, 0.5, 0.75, 1.0]
+    bn = incomplete_batchnorms(model)[0]
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))  # the shared scale serves untrained widths only
+    private = {w: getattr(bn, f"switch_weight_{k}") for w, k in [(0.25, "02500"), (1.0, "10000")]}
+    assert not torch.equal(private[0.25], private[1.0])  # each width learned its own
+    x = synthetic.test_x[:8]
+    for w in (0.25, 1.0):
+        with width(model, w):
+            expected = model(x)
+        set_width(model, w)
+        bn_w, _ = bn.affine_parameters(kept_channels(bn.num_features, w))
+        assert torch.equal(bn_w, private[w][:len(bn_w)])
+        assert torch.allclose(dense(model, w, x[:1])(x), expected, atol=1e-5)  # the export keeps the private ones
+    set_width(model, 1.0)
+    with pytest.raises(ValueError, match="needs a model with batch-norm"):
+        Sandwich(batchnorm="switchable").check(mlp())
+    with pytest.raises(ValueError, match="shared or switchable"):
+        Sandwich(batchnorm="private")
+
+
+def test_switchable_batchnorm_steps_run_only_the_private_widths():
+    seed_everything(0)
+    model = get_model("vgg16", **tiny_options("vgg16")).train()
+    recipe = Sandwich(batchnorm="switchable")
+    recipe.prepare(model)
+    seen = []
+    first_bn = next(m for m in model.modules() if hasattr(m, "switchable_widths"))
+    hook = first_bn.register_forward_pre_hook(lambda m, _: seen.append(m.in_width))
+    losses = list(recipe.losses(model, torch.rand(4, 1, 8, 8), torch.arange(4), torch.Generator().manual_seed(0), 0))
+    hook.remove()
+    assert len(losses) == 4 and sorted(seen) == [0.25, 0.5, 0.75, 1.0]

@@ -4,6 +4,7 @@ split. Each point records where examples leave (and, with jumps, which nodes ran
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..data import Dataset
 from ..device import place
 from ..errors import DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
-from ..eval.runtime import timing_copy, torch_runner
+from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
 from ..runs import WIDTH, RunConfig, open_run, open_runs, save_run
 from .cascade import Cascade
 from .graph import AdaptiveGraph
@@ -102,8 +103,9 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
         return timed[0]
 
     def only_torch(runtime: str) -> None:
-        if runtime != "torch":
-            raise DynscaleError(f"adaptive graphs are timed in eager PyTorch only, not {runtime}; use --runtime torch")
+        if runtime not in ("torch", "onnxruntime"):
+            raise DynscaleError(f"adaptive graphs are timed in eager PyTorch (and their plain networks in ONNX "
+                                f"Runtime), not {runtime}; use --runtime torch,onnxruntime")
 
     def network(net_name: str, net: nn.Module, macs: float, node: int, knobs: dict, index: int | None) -> Candidate:
         def measure(x: torch.Tensor, y: torch.Tensor) -> Measurement:
@@ -112,6 +114,10 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
 
         def runner(runtime: str) -> Runner:
             only_torch(runtime)
+            if runtime == "onnxruntime":  # a plain network exports: the dense network a user would ship
+                module = copy.deepcopy(reference if index is None else graph.nodes[index].module.network)
+                return onnxruntime_runner(module.requires_grad_(False).eval(), test[0][:8],
+                                          timing.threads if timing else 1, net_name)
             ref, view = timed_view()
             module = ref if index is None else view.nodes[index].module.network
             return torch_runner(module, channels_last=channels_last)
@@ -131,8 +137,11 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
             return Measurement(outcome.accuracy(y), outcome.macs.mean().item(), stored + policy_params,
                                extra=extra)
 
-        def runner(runtime: str) -> Runner:
+        def runner(runtime: str) -> Runner | None:
             only_torch(runtime)
+            if runtime != "torch":
+                return None  # the policy decides per example in eager PyTorch: timed there, against the
+                # dense network in both runtimes (``versus``)
             view = timed_view()[1]
             return torch_runner(lambda batch: view.run(batch, policies, len(batch)), channels_last=channels_last,
                                 device=view.device)

@@ -1,11 +1,12 @@
 """The shell's own commands, which work on any run or on the whole package: ``info``, ``list``,
 ``pick``, ``convert``, ``deploy`` (a bundle of any method's run), and the IDP paper's
-``reproduce``, ``compare`` and ``demo``."""
+``reproduce``, ``compare`` and ``demo``, and ``report`` (every method side by side)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..command import (
@@ -95,6 +96,23 @@ def add_commands(sub) -> None:
     add_threads(p)
     add_quiet(p)
     p.set_defaults(func=compare)
+
+    p = sub.add_parser("report", help="every method on one backbone and dataset, side by side: one HTML, Markdown "
+                       "and JSON report")
+    add_data(p, "fashion-mnist", "the dataset")
+    p.add_argument("--out", type=opt.path, required=True, help="the report directory to write (whole)")
+    p.add_argument("--quick", action="store_true", help="the few-minute plan (small runs, fewer timing rounds)")
+    p.add_argument("--cache", type=opt.path, default=None,
+                   help="where the runs are trained and reused (default runs/report-DATA-MODE)")
+    p.add_argument("--plan", type=opt.existing_file, default=None,
+                   help="a report plan YAML of your own (default: dynscale/experiments/report.yaml)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the report at --out, and remake cached runs whose command changed")
+    add_threads(p, 1)
+    p.add_argument("--jobs", type=opt.POSITIVE, default=1,
+                   help="runs trained at a time, each with --threads threads (the timing runs alone afterwards)")
+    add_quiet(p)
+    p.set_defaults(func=report)
 
     p = sub.add_parser("demo", help="the IDP demo: MLP on digits, all-one vs linear profile")
     p.add_argument("--out", type=opt.path, default="runs/demo", help="directory of the two runs and the report")
@@ -229,6 +247,23 @@ def compare(args: argparse.Namespace) -> None:
                 width_mult=args.width_mult, seed=args.seed, batch_size=args.batch_size, force=args.force,
                 execution=settings, budget=args.budget)
     print(f"\nwrote {out}/compare.json, compare.md and compare.png")
+
+
+def report(args: argparse.Namespace) -> None:
+    import shlex
+
+    from ..report import load_report_plan, print_budgets
+    from ..report import report as run_report
+
+    try:
+        plan = load_report_plan(args.plan)
+    except DynscaleError as e:
+        raise DynscaleError(f"--plan {e}" if args.plan else str(e)) from None
+    command = shlex.join(["dynscale", "report", *sys.argv[sys.argv.index("report") + 1:]]) \
+        if "report" in sys.argv else "dynscale report"
+    meta = run_report(args.data, args.out, quick=args.quick, cache=args.cache, force=args.force, threads=args.threads,
+                      progress=None if not args.quiet else False, plan=plan, command=command, jobs=args.jobs)
+    print_budgets(meta, Path(args.out))
 
 
 def demo(args: argparse.Namespace) -> None:

@@ -130,6 +130,32 @@ def quantize_onnx(model_bytes: bytes, calibration: Sequence[dict[str, torch.Tens
         return target.read_bytes()
 
 
+def int8_candidate(plain: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor], *,
+                   macs: float | None = None, params: int | None = None, bitops: float = INT8_BITOPS,
+                   method: str = "static int8", knobs: dict | None = None, label: str = "int8 (ONNX Runtime QDQ)",
+                   threads: int = 1) -> Candidate:
+    """A plain network statically quantized to int8 and run in ONNX Runtime (QDQ), as a candidate
+    timed on ``onnxruntime`` only.
+
+    Args:
+        plain: the dense network (plain layers, eval mode).
+        example: real inputs the graph is exported with.
+        calibration: training batches that set the activation ranges.
+        macs, params: its counted costs (default: counted on ``plain``).
+        bitops: its BitOps ratio (default: an int8 network's against its float32 self).
+        method, knobs, label: how the point is named.
+        threads: ONNX Runtime's intra-op threads.
+    """
+    plain = plain.eval()
+    macs = count_macs(plain, example[:1]) if macs is None else macs
+    params = sum(p.numel() for p in plain.parameters()) if params is None else params
+    session = onnxruntime_session(int8_onnx(plain, example, calibration), threads)
+    return _candidate(method, dict(knobs or {"runtime": "onnxruntime"}), label,
+                      lambda x: session.run(None, {"input": x.numpy()})[0], macs, params, bitops,
+                      {"onnxruntime": lambda: Runner(lambda batch: session.run(None, {"input": batch}),
+                                                     convert=lambda t: t.numpy())})
+
+
 @torch.no_grad()
 def int8_torch(plain: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
                quantized_io: bool = False) -> nn.Module:
@@ -200,20 +226,14 @@ def dense_baselines(plain: nn.Module, example: torch.Tensor, calibration: Sequen
         with torch.no_grad():
             return plain(x).numpy()
 
-    def ort(session) -> Callable[[torch.Tensor], np.ndarray]:
-        return lambda x: session.run(None, {"input": x.numpy()})[0]
-
-    def ort_runner(session) -> Callable[[], Runner]:
-        return lambda: Runner(lambda batch: session.run(None, {"input": batch}), convert=lambda t: t.numpy())
-
     reference = _candidate("dense", {}, "dense", eager, macs, params, 1.0,
-                           {"torch": lambda: torch_runner(plain), "onnxruntime": ort_runner(fp32)})
+                           {"torch": lambda: torch_runner(plain),
+                            "onnxruntime": lambda: Runner(lambda batch: fp32.run(None, {"input": batch}),
+                                                          convert=lambda t: t.numpy())})
     out = Baselines(reference)
     if not int8:
         return out
-    session = onnxruntime_session(int8_onnx(plain, example, calibration), threads)
-    out.int8.append(_candidate("static int8", {"runtime": "onnxruntime"}, "int8 (ONNX Runtime QDQ)", ort(session),
-                               macs, params, INT8_BITOPS, {"onnxruntime": ort_runner(session)}))
+    out.int8.append(int8_candidate(plain, example, calibration, macs=macs, params=params, threads=threads))
     try:
         quantized = int8_torch(plain, example, calibration)
     except Exception as e:  # the quantizer's own error says which operation it cannot take

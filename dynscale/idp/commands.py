@@ -37,7 +37,7 @@ from .sweep import DEFAULT_WIDTHS
 RECIPES = ("idp", "us", "independent")  # --recipe; idp with --profiles is multi-profile
 # Each width recipe setting's option, and the recipes whose fields they are.
 US_SETTINGS = ["sandwich", "min_width", "distill", "distill_weight", "temperature", "sampling", "label_smoothing",
-               "resolutions"]
+               "resolutions", "batchnorm"]
 SETTINGS = {"cut": "--cut", "profile_gradient": "--profile-gradient", "distill": "--no-distill",
             "widths": "--family-widths", **{k: "--" + k.replace("_", "-") for k in US_SETTINGS if k != "distill"}}
 
@@ -181,8 +181,10 @@ def bench(args: argparse.Namespace) -> None:
     sweep_report(args, curves, settings, f"Latency per width: {Path(args.run).name}", device=device, layout="long")
 
 
-def points(run_dir, *, data=None, timing=None, progress=None, widths=None) -> list:
-    """The width method's operating points of a run (``pick`` measures with them)."""
+def points(run_dir, *, data=None, timing=None, progress=None, widths=None, int8=False) -> list:
+    """The width method's operating points of a run (``pick`` and ``report`` measure with them);
+    ``int8`` adds each width statically quantized in ONNX Runtime (their own curve)."""
     from .sweep import sweep_runs
 
-    return sweep_runs([run_dir], widths or DEFAULT_WIDTHS, data=data, timing=timing, progress=progress, what="pick")
+    return sweep_runs([run_dir], widths or DEFAULT_WIDTHS, data=data, timing=timing, progress=progress, what="pick",
+                      int8=int8)

@@ -20,6 +20,7 @@ from ..cost import count_macs, count_parameters
 from ..data import Dataset
 from ..device import model_device, place, to_device
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
+from ..eval.baselines import INT8_BITOPS, int8_candidate
 from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
 from ..export import dense
 from ..layers import check_width, set_width, width, width_scaled
@@ -129,7 +130,8 @@ def run_label(run: Run) -> str:
 
 def sweep_model(model: nn.Module, data: Dataset, widths: list[float], timing: TimingConfig | None = None,
                 label: str = "model", method: str = "idp", run: str | None = None,
-                progress: bool | None = None, device: torch.device | str | None = None) -> list[Curve]:
+                progress: bool | None = None, device: torch.device | str | None = None,
+                int8: bool = False) -> list[Curve]:
     """Evaluates a width-scalable model on the test split of ``data`` at each width.
 
     A shared multiple-profile model gives one curve per profile (at the widths up to its
@@ -138,6 +140,8 @@ def sweep_model(model: nn.Module, data: Dataset, widths: list[float], timing: Ti
     Args:
         device: move the model there and evaluate there (None: where it is); the timing's
             PyTorch runtimes time on ``timing.device``.
+        int8: also each width exported, statically quantized to int8 and run in ONNX Runtime
+            (a width and int8 stacked: their own curve, timed on ``onnxruntime``).
 
     Returns:
         The curves; MAC and time ratios are relative to width 1.0.
@@ -162,7 +166,28 @@ def sweep_model(model: nn.Module, data: Dataset, widths: list[float], timing: Ti
         candidates = width_candidates(model, widths, data.test_x, method, None, timing)
         reference = next((c for c in candidates if c.knobs["width"] == 1.0), None) \
             or width_candidates(model, [1.0], data.test_x, method, None, timing)[0]
-        return evaluate([(CurveSpec(label, run, data.name), candidates)], reference, test, timing, progress)
+        curves = [(CurveSpec(label, run, data.name), candidates)]
+        if int8:
+            curves.append((CurveSpec(f"{label} at int8", run, data.name, "at int8"),
+                           int8_candidates(model, widths, data, method, timing)))
+        return evaluate(curves, reference, test, timing, progress)
+
+
+def int8_candidates(model: nn.Module, widths: list[float], data: Dataset, method: str,
+                    timing: TimingConfig | None) -> list[Candidate]:
+    """Each width's dense export statically quantized to int8 in ONNX Runtime (QDQ), its
+    activation ranges calibrated on training batches; BitOps counted as int8 at that width."""
+    example = data.test_x[:CHECK_EXAMPLES].cpu()
+    calibration = [data.train_x[i:i + 128].cpu() for i in range(0, min(len(data.train_x), 512), 128)]
+    full = count_macs(dense(model, 1.0), example[:1])
+    out = []
+    for p in widths:
+        plain = dense(model, p)
+        macs = count_macs(plain, example[:1])
+        out.append(int8_candidate(plain, example, calibration, macs=macs, bitops=INT8_BITOPS * macs / full,
+                                  method=f"{method}+int8", knobs={"width": p, "precision": "int8"},
+                                  label=f"{p:g} int8", threads=timing.threads if timing else 1))
+    return out
 
 
 def envelope(curves: list[Curve], widths: list[float], label: str, run: str | None, data: str) -> Curve:
@@ -177,7 +202,7 @@ def envelope(curves: list[Curve], widths: list[float], label: str, run: str | No
 
 def sweep_runs(run_dirs: list[str | Path], widths: list[float], data: str | Dataset | None = None,
                timing: TimingConfig | None = None, progress: bool | None = None, what: str = "sweep",
-               device: torch.device | str = "cpu") -> list[Curve]:
+               device: torch.device | str = "cpu", int8: bool = False) -> list[Curve]:
     """Loads and sweeps each run directory (each on its own dataset unless ``data``, a name or
     a loaded dataset, is given), its model evaluated on ``device``.
 
@@ -188,5 +213,5 @@ def sweep_runs(run_dirs: list[str | Path], widths: list[float], data: str | Data
     for run in open_runs(run_dirs, (WIDTH,), data, with_data=True, what=what):
         method = run.config.recipe.get("name", "idp")
         curves += sweep_model(run.model, run.dataset, widths, timing, run_label(run), method, str(run.path), progress,
-                              device)
+                              device, int8)
     return curves

@@ -7,6 +7,7 @@ from .batchnorm import (
     _IncompleteBatchNorm,
     calibrated_widths,
     incomplete_batchnorms,
+    switchable_widths,
     width_key,
 )
 from .binary import BinaryConv2d, BinaryLinear, Sign, binarize
@@ -26,5 +27,5 @@ __all__ = [
     "IncompleteBatchNorm2d", "IncompleteBatchNormBase", "_IncompleteBatchNorm", "IncompleteConv2d", "IncompleteLayer",
     "IncompleteLinear", "Sign", "WidthScaled", "binarize", "calibrated_widths",
     "check_width", "incomplete_batchnorms", "incomplete_layers", "kept_channels", "set_profile_gradient",
-    "set_width", "width", "width_key", "width_scaled",
+    "set_width", "switchable_widths", "width", "width_key", "width_scaled",
 ]

@@ -4,6 +4,9 @@ A network trained with one set of running statistics is wrong at other widths (t
 this by evaluating in training mode). :func:`dynscale.calibrate_bn` measures the statistics at
 each width on training data and stores them here; at a calibrated width they replace the
 running statistics.
+
+Switchable batch-norm (slimmable networks, Yu et al. 2019) adds a private scale and shift per
+width of a fixed set (:meth:`make_switchable`); at those widths they replace the shared ones.
 """
 
 from __future__ import annotations
@@ -49,11 +52,32 @@ class _IncompleteBatchNorm(WidthScaled):
         return self.running_mean[index], self.running_var[index]
 
     def affine_parameters(self, c: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(weight, bias) of the ``c`` channels seen at the current width."""
+        """(weight, bias) of the ``c`` channels seen at the current width: the width's private
+        ones where the layer is switchable at it, else the shared ones."""
+        weight, bias = self.weight, self.bias
+        key = width_key(self.in_width)
+        if weight is not None and hasattr(self, f"switch_weight_{key}"):
+            weight, bias = getattr(self, f"switch_weight_{key}"), getattr(self, f"switch_bias_{key}")
         index = self.kept_index(c)
         if index is None:
-            return (None if self.weight is None else self.weight[:c]), (None if self.bias is None else self.bias[:c])
-        return (None if self.weight is None else self.weight[index]), (None if self.bias is None else self.bias[index])
+            return (None if weight is None else weight[:c]), (None if bias is None else bias[:c])
+        return (None if weight is None else weight[index]), (None if bias is None else bias[index])
+
+    def make_switchable(self, widths: list[float]) -> None:
+        """Gives each of ``widths`` a private scale and shift (parameters, copied from the shared
+        ones); the shared ones then serve the other widths only. Does nothing without affine."""
+        if self.weight is None:
+            return
+        for p in widths:
+            key = width_key(p)
+            if not hasattr(self, f"switch_weight_{key}"):
+                self.register_parameter(f"switch_weight_{key}", nn.Parameter(self.weight.detach().clone()))
+                self.register_parameter(f"switch_bias_{key}", nn.Parameter(self.bias.detach().clone()))
+
+    def switchable_widths(self) -> list[float]:
+        """The widths with a private scale and shift, ascending."""
+        return sorted(int(name[len("switch_weight_"):]) / 10000 for name, _ in self.named_parameters(recurse=False)
+                      if name.startswith("switch_weight_"))
 
     def calibrated_widths(self) -> list[float]:
         """The widths with stored statistics, ascending."""
@@ -72,6 +96,8 @@ class _IncompleteBatchNorm(WidthScaled):
         appear on calibration, so a freshly built layer lacks them (the loader's public hook)."""
         if name.startswith(("calib_mean_", "calib_var_")):
             self.register_buffer(name, torch.zeros_like(tensor))
+        elif name.startswith(("switch_weight_", "switch_bias_")) and not hasattr(self, name):
+            self.register_parameter(name, nn.Parameter(torch.zeros_like(tensor)))
 
     def clear_statistics(self) -> None:
         """Removes every stored per-width statistic."""
@@ -97,8 +123,7 @@ class _IncompleteBatchNorm(WidthScaled):
         index = self.kept_index(c)
         if index is not None:
             return self._planned_forward(x, index)
-        weight = None if self.weight is None else self.weight[:c]
-        bias = None if self.bias is None else self.bias[:c]
+        weight, bias = self.affine_parameters(c)
         if self.training:
             if self.track_running_stats and self.num_batches_tracked is not None:
                 self.num_batches_tracked.add_(1)
@@ -164,4 +189,12 @@ def calibrated_widths(model: nn.Module) -> list[float]:
     found: set[float] = set()
     for bn in incomplete_batchnorms(model):
         found.update(bn.calibrated_widths())
+    return sorted(found)
+
+
+def switchable_widths(model: nn.Module) -> list[float]:
+    """The widths at which the model's width-aware batch-norms have a private scale and shift."""
+    found: set[float] = set()
+    for bn in incomplete_batchnorms(model):
+        found.update(bn.switchable_widths())
     return sorted(found)

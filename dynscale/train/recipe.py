@@ -76,6 +76,10 @@ class Recipe:
         """Refuses, before any training, a model this recipe cannot train (ValueError naming
         the setting and why)."""
 
+    def prepare(self, model: nn.Module) -> None:
+        """Adds to a freshly built model what this recipe trains beyond it (e.g. a private
+        batch-norm per width), before training starts or resumes."""
+
     def passes(self, phase: int) -> int:
         """How many losses :meth:`losses` yields per step (backward passes): in several
         processes every backward but the last accumulates without all-reducing."""

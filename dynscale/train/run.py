@@ -108,6 +108,7 @@ def train_and_save(out: str | Path, data: Dataset | str, config: TrainConfig, bu
     training = build(dataset)
     check_holdout(training.config, dataset)
     training.recipe.check(training.model)
+    training.recipe.prepare(training.model)
     described = describe_run(training.model, dataset.name, training=training.config, recipe=training.recipe,
                              provenance=training.provenance, kind=training.kind)
     meta = {**described.to_json(), **training.settings}

@@ -9,8 +9,9 @@ same batch sizes, rounds and threads), and writes one directory, whole: ``report
 versions).
 
 Every ratio is relative to the plan's dense network (``baseline: true``): MACs counted against
-its MACs; wall-clock against it in the same interleaved rounds, in ONNX Runtime (what a user
-would ship instead) and in eager PyTorch. The report imports no method by name: the methods
+its MACs; wall-clock against the method's own full network, which has the dense network's
+architecture and ONNX graph, timed in the same interleaved rounds as the method's points, in
+ONNX Runtime (what a user would ship instead) and in eager PyTorch. The report imports no method by name: the methods
 are the plan's commands and the registry's ``points``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html
 import json
 import os
@@ -41,7 +43,7 @@ from .command import dataset as load_named
 from .data import Dataset
 from .errors import DynscaleError
 from .eval import Curve, CurveSpec, TimingConfig, evaluate
-from .eval.baselines import dense_baselines
+from .eval.baselines import dense_baselines, int8_calibration
 from .eval.points import OperatingPoint, curves_to_json
 from .export import dense
 from .files import atomic_directory, atomic_write, dumps_json
@@ -80,6 +82,9 @@ def load_report_plan(path: str | Path | None = None) -> dict:
 
 MODE_KEYS = {"backbone": list, "train": list, "exits": list, "gates": list, "test_limit": (int, type(None)),
              "rounds": int, "min_run_time": (int, float), "targets": list}
+# The options a plan may pass to a method's ``points`` (``"@widths"``: the plan's widths); each
+# method refuses, when measuring, one it does not take.
+MEASURE_KEYS = {"widths": (str, list), "int8": bool}
 RUN_KEYS = {"label": str, "command": list, "baseline": bool, "measure": dict, "keep": list, "stacked": bool,
             "stacked_curves": list, "per_target": bool}
 
@@ -102,8 +107,19 @@ def check_plan(plan: object, where: str = "the report plan") -> None:
         for key, value in settings.items():
             if key not in MODE_KEYS or not isinstance(value, MODE_KEYS[key]):
                 fail(f"mode {mode!r}: {key!r} is not a setting of a mode, or not of its type")
-    if not isinstance(plan.get("widths", []), list):
-        fail("widths must be a list")
+    for key in plan:
+        if key not in ("modes", "runs", "widths"):
+            fail(f"{key!r} is not a part of a plan (modes, runs, widths)")
+    if not all(isinstance(w, (int, float)) and 0 < w <= 1 for w in plan.get("widths", [])) or \
+            not isinstance(plan.get("widths", []), list):
+        fail("widths must be a list of widths in (0, 1]")
+    per_target = {name for name, spec in plan["runs"].items() if isinstance(spec, dict) and spec.get("per_target")}
+    for mode, settings in plan["modes"].items():
+        targets = settings.get("targets", []) if isinstance(settings, dict) else []
+        if not isinstance(targets, list) or not all(isinstance(t, (int, float)) and t > 0 for t in targets):
+            fail(f"mode {mode!r}: targets must be a list of positive numbers")
+        if per_target and not targets:
+            fail(f"mode {mode!r} has no targets for the per_target runs ({', '.join(sorted(per_target))})")
     for name, spec in plan["runs"].items():
         if not isinstance(spec, dict) or not isinstance(spec.get("command"), list) or not spec["command"]:
             fail(f"run {name!r} needs a command (a list of arguments)")
@@ -120,6 +136,16 @@ def check_plan(plan: object, where: str = "the report plan") -> None:
         if "target" in fields and not spec.get("per_target"):
             fail(f"run {name!r} uses {{target}} without per_target: true")
         refs = fields & set(plan["runs"])
+        if refs & per_target:
+            fail(f"run {name!r} reads a per_target run ({', '.join(sorted(refs & per_target))}): it has one run per "
+                 "target, not one directory")
+        for key in ("keep", "stacked_curves"):
+            if not all(isinstance(k, str) for k in spec.get(key, [])):
+                fail(f"run {name!r}: {key} is a list of curve or method names")
+        for key, value in (spec.get("measure") or {}).items():
+            if key not in MEASURE_KEYS or not isinstance(value, MEASURE_KEYS[key]):
+                fail(f"run {name!r}: measure.{key} is not a measuring option the report passes on ("
+                     f"{', '.join(MEASURE_KEYS)})")
         if any(list(plan["runs"]).index(r) >= list(plan["runs"]).index(name) for r in refs):
             fail(f"run {name!r} reads a run listed after it; list its inputs first")
     if sum(bool(s.get("baseline")) for s in plan["runs"].values()) != 1:
@@ -172,7 +198,7 @@ def expand(plan: dict, mode: str, data: str, cache: Path, threads: int) -> list[
 
 
 def _record(step: Step) -> Path:
-    """The command that made a cached run (written once it is made)."""
+    """What made a cached run (written once it is made): :func:`identity`."""
     return step.out.parent / f"{step.out.name}.command.json"
 
 
@@ -185,8 +211,47 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # the runs' clean-up stops the trainings, which save their state
 
 
+def _command_key(step: Step) -> list[str]:
+    """The command as it decides the run: without ``--threads N`` and ``--quiet``, which change
+    how long it takes, not what it makes."""
+    key, skip = [], False
+    for arg in step.argv:
+        if skip:
+            skip = False
+        elif arg == "--threads":
+            skip = True
+        elif arg != "--quiet":
+            key.append(arg)
+    return ["dynscale", *key]
+
+
+def _inputs(step: Step, outs: set[Path]) -> list[Path]:
+    return [Path(a) for a in step.argv if Path(a) in outs and Path(a) != step.out]
+
+
+def identity(step: Step, outs: set[Path]) -> dict:
+    """What a run is made of: its command and a digest of every input run's config (which a
+    retraining changes), so that a run reading a remade run is remade too."""
+    inputs = {}
+    for path in _inputs(step, outs):
+        config = path / "config.json"
+        inputs[str(path)] = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
+    return {"command": _command_key(step), "inputs": inputs}
+
+
+def _read_record(path: Path) -> object:
+    """A record file's JSON, or None where it is missing or unreadable (then the run counts as
+    made by another command)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def make_runs(steps: Sequence[Step], force: bool, progress: bool | None, jobs: int = 1) -> list[dict]:
-    """Runs each step's command unless its run is cached with the same command, up to ``jobs``
+    """Runs each step's command unless its run is cached with the same :func:`identity` (its
+    command, less ``--threads``, and the configs of the runs it reads; a run reading a remade
+    run is remade too), up to ``jobs``
     at a time (a step starts once the runs it reads are made). Each command's output goes to
     ``CACHE/NAME.log``. Stopped (Ctrl-C, SIGTERM), the running trainings save their state; the
     next report with the same commands resumes them.
@@ -200,43 +265,49 @@ def make_runs(steps: Sequence[Step], force: bool, progress: bool | None, jobs: i
             line; the others running are stopped).
     """
     entries: dict[str, dict] = {}
-    pending = []
+    pending: list[Step] = []
     extra: dict[str, list[str]] = {}  # --resume or --force, per step
-    for step in steps:
+    outs = {step.out for step in steps}
+    remade: set[Path] = set()
+    for step in steps:  # the plan lists a run's inputs before it
         command = ["dynscale", *step.argv]
-        record, started = _record(step), _started(step)
-        recorded = json.loads(record.read_text()) if record.is_file() else None
+        stale_inputs = [p.name for p in _inputs(step, outs) if p in remade]
         stopped = (state_directory(step.out) / "state.json").is_file()
-        if step.out.exists() and recorded == command:
+        if step.out.exists() and not stale_inputs and _read_record(_record(step)) == identity(step, outs):
             entries[step.name] = {"name": step.name, "command": shlex.join(command), "seconds": None, "reused": True}
             continue
-        if stopped and started.is_file() and json.loads(started.read_text()) == command:
+        if stopped and not stale_inputs and _read_record(_started(step)) == _command_key(step):
             extra[step.name] = ["--resume"]  # a training this report stopped: it goes on where it was
         elif step.out.exists() or stopped:
             if not force:
-                raise DynscaleError(f"{step.out} was made by another command than the report's; pass --force to "
-                                    "remake it, or choose another --cache")
+                why = f"reads {', '.join(stale_inputs)}, which is remade" if stale_inputs else \
+                    "was made by another command than the report's (or from other inputs)"
+                raise DynscaleError(f"{step.out} {why}; pass --force to remake it, or choose another --cache")
             extra[step.name] = ["--force"]
         pending.append(step)
-    names = {step.out for step in steps}
-    needs = {step.name: {Path(a) for a in step.argv if Path(a) in names and Path(a) != step.out} for step in pending}
+        remade.add(step.out)
+    needs = {step.name: set(_inputs(step, outs)) for step in pending}
     made = {step.out for step in steps if step.name in entries}
+    failure: DynscaleError | None = None
     running: dict[str, tuple[Step, subprocess.Popen, float]] = {}
     bar = progress_bar(total=len(pending), progress=progress, desc="runs", unit="run")
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        while pending or running:
-            for step in [s for s in pending if needs[s.name] <= made][:max(0, jobs - len(running))]:
+        while (pending and failure is None) or running:
+            ready = [] if failure is not None else [s for s in pending if needs[s.name] <= made]
+            for step in ready[:max(0, jobs - len(running))]:
                 pending.remove(step)
                 resuming = " (resuming)" if "--resume" in extra.get(step.name, []) else ""
                 print(f"[report] {step.name}{resuming}: {shlex.join(['dynscale', *step.argv])}", flush=True)
                 argv = [*step.argv, *extra.get(step.name, [])]
-                atomic_write(_started(step), lambda path, c=["dynscale", *step.argv]: path.write_text(json.dumps(c)))
+                atomic_write(_started(step), lambda path, c=_command_key(step): path.write_text(json.dumps(c)))
                 with open(step.out.parent / f"{step.out.name}.log", "a") as log:
                     process = subprocess.Popen([sys.executable, "-m", "dynscale", *argv], stdout=log,
                                                stderr=subprocess.STDOUT, text=True)
                 running[step.name] = (step, process, time.perf_counter())
             if not running:
+                if failure is not None:
+                    break
                 raise DynscaleError(f"report runs {', '.join(s.name for s in pending)} read runs that are never made")
             time.sleep(0.2)
             for name, (step, process, started) in list(running.items()):
@@ -248,12 +319,18 @@ def make_runs(steps: Sequence[Step], force: bool, progress: bool | None, jobs: i
                     lines = [ln for ln in (step.out.parent / f"{step.out.name}.log").read_text().splitlines()
                              if ln.strip()]
                     last = lines[-1].removeprefix("dynscale: error: ") if lines else f"exit {process.returncode}"
-                    raise DynscaleError(f"report run {step.name} failed ({shlex.join(command)}): {last}")
-                atomic_write(_record(step), lambda path, c=command: path.write_text(json.dumps(c)))
+                    failure = failure or DynscaleError(f"report run {step.name} failed ({shlex.join(command)}): "
+                                                       f"{last}")
+                    for _, other, _ in running.values():
+                        other.terminate()  # the others stop (and save their state): the report is over
+                    continue
+                atomic_write(_record(step), lambda path, c=identity(step, outs): path.write_text(json.dumps(c)))
                 entries[name] = {"name": name, "command": shlex.join(command),
                                  "seconds": round(time.perf_counter() - started, 1), "reused": False}
                 made.add(step.out)
                 bar.update(1)
+        if failure is not None:
+            raise failure
     finally:
         signal.signal(signal.SIGTERM, previous)
         for _, process, _ in running.values():
@@ -294,6 +371,7 @@ class Row:
     curve: Curve
     stacked: bool = False
     runs: list[str] = field(default_factory=list)
+    reference: bool = False  # the dense network every ratio is relative to
 
 
 def measure(steps: Sequence[Step], dataset: Dataset, timing: TimingConfig, widths: list[float],
@@ -327,7 +405,7 @@ def measure(steps: Sequence[Step], dataset: Dataset, timing: TimingConfig, width
                 rows[label].runs.append(str(step.out))
             else:
                 rows[label] = Row(label, dataclasses.replace(curve, label=label, points=list(curve.points)), stacked,
-                                  [str(step.out)])
+                                  [str(step.out)], reference=bool(spec.get("baseline")) and curve.curve == "dense")
     if dense_macs is None:
         raise DynscaleError("the report plan has no baseline run")
     for row in rows.values():
@@ -342,7 +420,7 @@ def baseline_curves(step: Step, dataset: Dataset, timing: TimingConfig,
     run = load_run(step.out)
     example = dataset.test_x[:256]
     plain = dense(run.model, 1.0, example[:1])
-    calibration = [dataset.train_x[i:i + 128] for i in range(0, min(len(dataset.train_x), 1024), 128)]
+    calibration = int8_calibration(dataset.train_x)
     baselines = dense_baselines(plain, example, calibration, name=step.label, threads=timing.threads)
     for note in baselines.notes:
         print(f"[report] {note}")
@@ -388,17 +466,21 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def budget_table(rows: Sequence[Row], dense_macs: float) -> dict:
-    """The best accuracy under each budget on each table axis, and the row that reaches it."""
+    """The best accuracy under each budget on each table axis, and the row that reaches it (the
+    dense network itself, the reference, never competes)."""
     out: dict = {}
     for axis in TABLE_AXES:
         out[axis] = {}
         for budget in BUDGETS:
             best = None
             for row in rows:
+                if row.reference:
+                    continue
                 for p in row.curve.points:
                     c, runtime = cost(p, axis, dense_macs)
                     if c is not None and c <= budget and (best is None or p.accuracy > best["accuracy"]):
-                        best = {"method": row.label, "point": p.label, "accuracy": p.accuracy, "cost": c,
+                        point = p.label if len(row.curve.points) > 1 else ""  # a one-point row: its label says it
+                        best = {"method": row.label, "point": point, "accuracy": p.accuracy, "cost": c,
                                 "runtime": runtime, "saving": p.saving}
             out[axis][f"{budget:g}"] = best
     return out
@@ -452,7 +534,8 @@ def plot_axis(rows: Sequence[Row], axis: str, title: str, dense_macs: float, pat
             label="Pareto front", drawstyle="steps-post")
     ax.axvline(1.0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel(f"{title} (ratio, log scale; 1 = the dense network)")
+    reference = "the dense network" if axis.startswith(("macs", "ort")) else "the full network"
+    ax.set_xlabel(f"{title} (ratio, log scale; 1 = {reference})")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Accuracy vs {title}")
     low = min(a for _, a in everything)
@@ -493,6 +576,8 @@ def method_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     table = []
     for row in rows:
         points = row.curve.points
+        if not points:
+            continue
         runtimes = sorted({lat.runtime for p in points for lat in p.latency})
         savings = sorted({p.saving if p.executed else "counted (simulated)" for p in points})
         accuracies = [100 * p.accuracy for p in points]
@@ -510,9 +595,12 @@ def budget_rows(budgets: dict) -> tuple[list[str], list[list[str]]]:
         cells = []
         for b in BUDGETS:
             best = budgets[axis][f"{b:g}"]
-            cells.append("nothing reaches it" if best is None else
-                         f"{100 * best['accuracy']:.2f}% — {best['method']} {best['point']} "
-                         f"({best['cost']:.2f}{', ' + best['runtime'] if best['runtime'] else ''})")
+            if best is None:
+                cells.append("nothing reaches it")
+                continue
+            where = f"{best['cost']:.2f}" + (f", {best['runtime']}" if best["runtime"] else "")
+            cells.append(f"{100 * best['accuracy']:.2f}% — {' '.join(filter(None, [best['method'], best['point']]))} "
+                         f"({where})")
         table.append([title, *cells])
     return header, table
 
@@ -566,7 +654,8 @@ def write_report(out: Path, rows: Sequence[Row], dense_macs: float, meta: dict, 
         timing = meta["timing"]
         timing_line = (f"batch {', '.join(map(str, timing['batch_sizes']))}; {timing['threads']} thread(s); "
                        f"{timing['rounds']} interleaved rounds; {timing['examples']} test examples per timed call")
-        md = [f"# {title}\n", f"Made by `{meta['command']}` on {meta['date']}.\n",
+        rendered = f" ({meta['rendered']})" if meta.get("rendered") else ""
+        md = [f"# {title}\n", f"Made by `{meta['command']}` on {meta['date']}{rendered}.\n",
               f"Machine: {where}. Versions: {versions}. Timing: {timing_line}.\n",
               f"Backbone: `{' '.join(meta['backbone'])}`; data: {meta['data']} ({meta['test_examples']} test "
               "examples).\n",
@@ -593,7 +682,7 @@ img {{ max-width: 100%; width: 900px; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Made by <code>{html.escape(meta['command'])}</code> on {html.escape(meta['date'])}.</p>
+<p>Made by <code>{html.escape(meta['command'])}</code> on {html.escape(meta['date'])}{html.escape(rendered)}.</p>
 <p>Machine: {html.escape(where)}. Versions: {html.escape(versions)}. Timing: {html.escape(timing_line)}.</p>
 <p>Backbone: <code>{html.escape(' '.join(meta['backbone']))}</code>; data: {html.escape(meta['data'])}
 ({meta['test_examples']} test examples).</p>

@@ -72,6 +72,13 @@ def test_the_shipped_plan_is_valid_and_covers_every_method():
     (lambda p: p["runs"]["mlp"].update(command=["train", "--from", "{cascade}"]), "listed after it"),
     (lambda p: p["runs"]["mlp"].update(command=["train", "--from", "{nope}"]), "{nope} is neither"),
     (lambda p: p["runs"]["mlp"].update(command=["train", "--seed", "{target}"]), "without per_target"),
+    (lambda p: p.update(data="mnist"), "'data' is not a part"),
+    (lambda p: p["modes"]["quick"].update(targets=["half"]), "targets must be a list"),
+    (lambda p: p["modes"]["quick"].update(targets=[]), "no targets for the per_target runs"),
+    (lambda p: p["runs"]["early-exit-us"].update(command=["x", "{dfs}"]), "reads a per_target run"),
+    (lambda p: p["runs"]["us"].update(measure={"width": [0.5]}), "measure.width"),
+    (lambda p: p["runs"]["us"].update(keep=[1]), "keep is a list"),
+    (lambda p: p.update(widths=[0.5, 2]), "widths must be"),
 ])
 def test_a_bad_plan_is_refused_naming_the_field(change, match):
     plan = load_report_plan()
@@ -91,8 +98,9 @@ def test_costs_pareto_front_and_budget_winners():
     assert cost(eager_only, "ort@64", dense_macs) == (None, "")
     assert pareto([(0.5, 80), (0.3, 70), (0.4, 60), (1.0, 90), (0.9, 85)]) == [(0.3, 70), (0.5, 80), (0.9, 85),
                                                                                  (1.0, 90)]
-    rows = [Row("a", Curve("a", [fast_ort])), Row("b", Curve("b", [eager_only]))]
-    budgets = budget_table(rows, dense_macs)
+    reference = Row("dense", Curve("dense", [point(0.99, 100, [latency("onnxruntime", 1, 0.1)])]), reference=True)
+    rows = [reference, Row("a", Curve("a", [fast_ort])), Row("b", Curve("b", [eager_only]))]
+    budgets = budget_table(rows, dense_macs)  # the reference never competes, however it was timed
     assert budgets["macs"]["0.25"]["method"] == "b"  # 20% of the MACs
     assert budgets["ort@1"]["0.25"] is None  # nothing under a quarter of the dense ONNX Runtime time
     assert budgets["ort@1"]["0.5"]["method"] == "b" and budgets["ort@1"]["0.5"]["runtime"] == "torch"
@@ -187,11 +195,21 @@ def test_report_trains_measures_reuses_and_refuses_to_overwrite(tmp_path, capsys
     assert "[report]" not in out
     assert [r["reused"] for r in json.loads((tmp_path / "rep" / "report.json").read_text())["runs"]] == [True] * 3
 
+    code, out, err = run_cli([*args[:-1], "--threads", "2", "--force"], capsys)  # threads: the same runs
+    assert code in (0, None) and "[report]" not in out, err
+
     plan["modes"]["quick"]["train"] = ["--train-limit", "300", "--holdout", "200", "--epochs", "1"]
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     code, _, err = run_cli([*args[:-5], "--out", "rep2", "--cache", "cache", "--quiet"], capsys)  # dense changed
     assert code == 2 and "made by another command" in err and "--force" in err
     assert not (tmp_path / "rep2").exists()
+    code, out, err = run_cli([*args[:-5], "--out", "rep2", "--cache", "cache", "--quiet", "--force"], capsys)
+    assert code in (0, None), err
+    assert "[report] dense" in out and "[report] early-exit" in out  # what reads a remade run is remade too
+
+    (tmp_path / "cache" / "early-exit.command.json").write_text("{not json")  # a damaged record: not trusted
+    code, _, err = run_cli([*args[:-5], "--out", "rep3", "--cache", "cache", "--quiet"], capsys)
+    assert code == 2 and "early-exit was made by another command" in err
 
 
 @pytest.mark.slow

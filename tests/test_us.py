@@ -270,3 +270,9 @@ def test_switchable_batchnorm_steps_run_only_the_private_widths():
     losses = list(recipe.losses(model, torch.rand(4, 1, 8, 8), torch.arange(4), torch.Generator().manual_seed(0), 0))
     hook.remove()
     assert len(losses) == 4 and sorted(seen) == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_switchable_widths_start_at_the_smallest_trained_width_and_ddp_looks_for_unused_ones():
+    assert Sandwich(batchnorm="switchable", min_width=0.6).switch_widths() == [0.6, 0.75, 1.0]
+    assert Sandwich(batchnorm="switchable").unused_parameters  # one synced backward runs one width
+    assert not Sandwich().unused_parameters

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..command import (
@@ -259,8 +258,10 @@ def report(args: argparse.Namespace) -> None:
         plan = load_report_plan(args.plan)
     except DynscaleError as e:
         raise DynscaleError(f"--plan {e}" if args.plan else str(e)) from None
-    command = shlex.join(["dynscale", "report", *sys.argv[sys.argv.index("report") + 1:]]) \
-        if "report" in sys.argv else "dynscale report"
+    command = shlex.join(["dynscale", "report", "--data", args.data, *(["--quick"] if args.quick else []),
+                          "--out", str(args.out), *(["--cache", str(args.cache)] if args.cache else []),
+                          *(["--plan", str(args.plan)] if args.plan else []), *(["--force"] if args.force else []),
+                          "--threads", str(args.threads), "--jobs", str(args.jobs)])
     meta = run_report(args.data, args.out, quick=args.quick, cache=args.cache, force=args.force, threads=args.threads,
                       progress=None if not args.quiet else False, plan=plan, command=command, jobs=args.jobs)
     print_budgets(meta, Path(args.out))

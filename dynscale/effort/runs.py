@@ -24,6 +24,7 @@ from ..eval import (
     evaluate,
     require_cpu,
 )
+from ..eval.baselines import int8_calibration
 from ..eval.runtime import torch_runner
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, check_output, open_run, open_runs, register_kind, save_run
 from ..schema import Anything, Int, ListOf, MapOf, Num, Optional, Record, Str, setting
@@ -136,7 +137,6 @@ def load_effort(directory: str | Path) -> tuple[EffortNet, RunConfig]:
     return run.model, run.config
 
 
-CALIBRATION_BATCHES = 4  # training batches of 128 that set static int8's activation ranges
 # Why an effort sweep evaluates and times on the CPU only (``--device``).
 CPU_ONLY = "the effort knobs' kernels, ONNX Runtime and static int8 run on the CPU only"
 
@@ -165,7 +165,7 @@ def effort_curve(net: EffortNet, config: RunConfig, name: str, data: Dataset, pr
     if timing is not None:
         measure(net.layers, section["knobs"], timing.batch_sizes, threads, progress=progress)
     plain = plain_network(net.original, x_test[:1])
-    calibration = [data.train_x[i * 128:(i + 1) * 128] for i in range(CALIBRATION_BATCHES)]
+    calibration = int8_calibration(data.train_x)
     baselines = dense_baselines(plain, x_test[:256], calibration, name=name, threads=threads)
     for note in baselines.notes:
         print(note)

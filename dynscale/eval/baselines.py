@@ -36,6 +36,14 @@ from .timing import Runner
 
 INT8_BITOPS = (8 / 32) ** 2  # an int8 multiply-accumulate against a float32 one, counted
 EVAL_BATCH = 500
+INT8_CALIBRATION = (4, 128)  # training batches (count, size) that set static int8's activation ranges
+
+
+def int8_calibration(train_x: torch.Tensor) -> list[torch.Tensor]:
+    """The training batches that calibrate every static int8 graph of a sweep: the first
+    ``INT8_CALIBRATION`` batches (the same examples for every network compared)."""
+    count, size = INT8_CALIBRATION
+    return [train_x[i * size:(i + 1) * size].cpu() for i in range(count) if i * size < len(train_x)]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from ..cost import count_macs, count_parameters
 from ..data import Dataset
 from ..device import model_device, place, to_device
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
-from ..eval.baselines import INT8_BITOPS, int8_candidate
+from ..eval.baselines import INT8_BITOPS, int8_calibration, int8_candidate
 from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
 from ..export import dense
 from ..layers import check_width, set_width, width, width_scaled
@@ -178,7 +178,7 @@ def int8_candidates(model: nn.Module, widths: list[float], data: Dataset, method
     """Each width's dense export statically quantized to int8 in ONNX Runtime (QDQ), its
     activation ranges calibrated on training batches; BitOps counted as int8 at that width."""
     example = data.test_x[:CHECK_EXAMPLES].cpu()
-    calibration = [data.train_x[i:i + 128].cpu() for i in range(0, min(len(data.train_x), 512), 128)]
+    calibration = int8_calibration(data.train_x)
     full = count_macs(dense(model, 1.0), example[:1])
     out = []
     for p in widths:

@@ -50,8 +50,9 @@ class Sandwich(WidthRecipe):
                                     Num(0.0, 1.0))
     temperature: float = setting(1.0, "softmax temperature of the in-place distillation (its loss scaled by T²)",
                                  Num(0.0, low_open=True))
-    # By MACs: as good on the MLP, better at every width on VGG-16 over 3 seeds, with full or half
-    # distillation (docs/RESULTS.md, "Closing the gap"); uniform in width is the US-Nets paper's.
+    # By MACs: as good on the MLP; on VGG-16 over 3 seeds better at every width with full
+    # distillation, and with half distillation the better worst width (docs/RESULTS.md, "Closing
+    # the gap"); uniform in width is the US-Nets paper's.
     sampling: str = setting("macs", "random widths drawn uniform in MACs (width²: the wide ones more often), or "
                             "uniform in width", Str(SAMPLINGS))
     label_smoothing: float = setting(0.0, "label smoothing of the largest width's loss only (BigNAS)",
@@ -79,9 +80,9 @@ class Sandwich(WidthRecipe):
         self.resolutions = [int(r) for r in self.resolutions]
         if self.batchnorm not in BATCHNORMS:
             raise ValueError(f"batchnorm is {' or '.join(BATCHNORMS)}, not {self.batchnorm!r}")
-        # A step that runs fewer widths than have a private batch-norm leaves the others' without
-        # a gradient: DDP then has to look for them.
-        self.unused_parameters = self.batchnorm == "switchable" and self.sandwich < len(self.switch_widths())
+        # Under DDP only a step's last backward pass all-reduces, and it runs one width: the other
+        # widths' private batch-norm has no gradient in it, so DDP has to look for unused ones.
+        self.unused_parameters = self.batchnorm == "switchable"
 
     def check(self, model: nn.Module) -> None:
         if self.batchnorm == "switchable" and not incomplete_batchnorms(model):
@@ -104,8 +105,9 @@ class Sandwich(WidthRecipe):
                     shared.requires_grad_(False)
 
     def switch_widths(self) -> list[float]:
-        """The widths with a private batch-norm (``batchnorm="switchable"``)."""
-        return sorted({self.min_width, *US_CALIBRATION})
+        """The widths with a private batch-norm (``batchnorm="switchable"``): ``min_width`` and
+        the calibration widths above it."""
+        return sorted({self.min_width, *(w for w in US_CALIBRATION if w >= self.min_width)})
 
     def passes(self, phase: int) -> int:
         return self.sandwich  # one backward per width: the largest, the smallest, the random ones

@@ -346,5 +346,8 @@ class Trainer:
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig, recipe: Recipe,
           progress: bool | None = None, execution: Execution | None = None) -> dict:
-    """Trains ``model`` with ``recipe`` (see :class:`Trainer`) and returns the final metrics."""
+    """Trains ``model`` with ``recipe`` (see :class:`Trainer`) and returns the final metrics; the
+    recipe first checks the model and adds what it trains beyond it (:meth:`Recipe.prepare`)."""
+    recipe.check(model)
+    recipe.prepare(model)
     return Trainer(model, data, config, recipe, progress, execution=execution).fit()

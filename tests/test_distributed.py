@@ -165,3 +165,13 @@ def test_every_training_command_runs_under_torchrun(command, tmp_path):
     assert done.returncode == 0, done.stderr
     assert RunConfig.read(out).training["execution"]["world_size"] == 2
     assert done.stdout.count("wrote") == 1
+
+
+def test_switchable_batchnorm_trains_under_torchrun(tmp_path):
+    """Each process's last (synced) backward pass runs one width: the other widths' private
+    batch-norm has no gradient in it, which DDP must be told to expect."""
+    out = tmp_path / "switchable"
+    done = torchrun(2, "train", "--model", "vgg16", "--width-mult", "0.0625", "--data", "digits", "--recipe", "us",
+                    "--batchnorm", "switchable", "--epochs", "1", "--train-limit", "256", "--quiet", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert any(name.endswith("switch_weight_02500") for name in weights(out))

@@ -267,3 +267,17 @@ def test_a_stopped_report_resumes_its_trainings(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     assert "[report] dense (resuming)" in result.stdout
     assert (tmp_path / "cache" / "dense").is_dir() and not state.parent.exists()
+
+
+def test_a_runs_curves_are_kept_by_name_or_method_and_told_apart_by_their_names():
+    from dynscale.report import _kept, _suffix
+
+    executed = Curve("dfs-25", [point(0.9, 50, method="dfs")], curve="dfs (executed, torch)")
+    mixed = Curve("effort", [point(0.9, 100, method="dense"), point(0.8, 60, method="dyvedeep")], curve="x")
+    policy = Curve("ee", [point(0.9, 80, method="early-exit")], curve="learned policy")
+    assert _kept([executed, mixed, policy], ["learned policy"]) == [policy]
+    kept = _kept([executed, mixed, policy], ["dyvedeep", "dfs"])
+    assert [c.label for c in kept] == ["dfs-25", "effort"] and [p.method for p in kept[1].points] == ["dyvedeep"]
+    assert _kept([policy], None) == [policy]
+    assert _suffix(executed) == "(executed, torch)" and _suffix(policy) == "learned policy"
+    assert _suffix(Curve("us", [point(0.9, 10)])) == ""

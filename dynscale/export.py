@@ -124,6 +124,14 @@ def dense(model: nn.Module, width: float, example: torch.Tensor | None = None) -
     return place(out, device).eval()  # the converted layers were built on the CPU
 
 
+def plain_network(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` as a plain network in eval mode, what a user would export and ship:
+    width-scaled models at width 1 (:func:`dense`), others copied as they are."""
+    if any(isinstance(m, WidthScaled) for m in model.modules()):
+        return dense(model, 1.0, example[:1])
+    return copy.deepcopy(model).eval()
+
+
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 17, example: torch.Tensor | None = None) -> Path:
     """Writes a dense model as ONNX with a dynamic batch dimension (input ``input``, output ``logits``).
 

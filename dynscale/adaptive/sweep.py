@@ -4,7 +4,6 @@ split. Each point records where examples leave (and, with jumps, which nodes ran
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..device import place
 from ..errors import DynscaleError
 from ..eval import Candidate, Curve, CurveSpec, Measurement, Runner, TimingConfig, accuracy, evaluate
 from ..eval.runtime import onnxruntime_runner, timing_copy, torch_runner
+from ..export import plain_network
 from ..runs import WIDTH, RunConfig, open_run, open_runs, save_run
 from .cascade import Cascade
 from .graph import AdaptiveGraph
@@ -114,9 +114,9 @@ def sweep_graph(graph: AdaptiveGraph, reference: nn.Module, reference_node: int,
 
         def runner(runtime: str) -> Runner:
             only_torch(runtime)
-            if runtime == "onnxruntime":  # a plain network exports: the dense network a user would ship
-                module = copy.deepcopy(reference if index is None else graph.nodes[index].module.network)
-                return onnxruntime_runner(module.requires_grad_(False).eval(), test[0][:8],
+            if runtime == "onnxruntime":  # a network alone exports: the plain network a user would ship
+                module = reference if index is None else graph.nodes[index].module.network
+                return onnxruntime_runner(plain_network(module, test[0][:1]), test[0][:8],
                                           timing.threads if timing else 1, net_name)
             ref, view = timed_view()
             module = ref if index is None else view.nodes[index].module.network

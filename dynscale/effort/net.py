@@ -17,30 +17,19 @@ given is kept: ``off()`` runs it unchanged.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 
 import torch
 from torch import nn
 
+from ..export import plain_network
 from ..graph import ModelGraph, trace
-from ..layers import WidthScaled
 from ..models.common import input_shape, replace_module
 from .layers import EffortConv2d, EffortLayer, EffortLinear
 from .settings import EffortSettings, LayerEffort
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 STAGES = 6  # cuts the tuner reruns from (each keeps the held-out data's activations there)
-
-
-def plain_network(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """A copy of ``model`` as a plain network in eval mode: width-scaled models exported at
-    width 1 (:func:`dynscale.export.dense`), others copied as they are."""
-    if any(isinstance(m, WidthScaled) for m in model.modules()):
-        from ..export import dense
-
-        return dense(model, 1.0, example[:1])
-    return copy.deepcopy(model).eval()
 
 
 def _fold(layer: nn.Module, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,10 +26,11 @@ from ..eval import (
 )
 from ..eval.baselines import int8_calibration
 from ..eval.runtime import torch_runner
+from ..export import plain_network
 from ..runs import WIDTH, ModelSpec, RunConfig, RunKind, check_output, open_run, open_runs, register_kind, save_run
 from ..schema import Anything, Int, ListOf, MapOf, Num, Optional, Record, Str, setting
 from .costs import measure
-from .net import EffortNet, plain_network
+from .net import EffortNet
 from .settings import KNOBS, EffortSettings
 from .tune import OBJECTIVES, tune
 from .tune import evaluate as evaluate_settings

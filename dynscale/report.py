@@ -45,6 +45,7 @@ from .errors import DynscaleError
 from .eval import Curve, CurveSpec, TimingConfig, evaluate
 from .eval.baselines import dense_baselines, int8_calibration
 from .eval.points import OperatingPoint, curves_to_json
+from .eval.report import render_table
 from .export import dense
 from .files import atomic_directory, atomic_write, dumps_json
 from .methods import measure_run
@@ -605,14 +606,6 @@ def budget_rows(budgets: dict) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def html_table(header: list[str], rows: list[list[str]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
@@ -659,10 +652,10 @@ def write_report(out: Path, rows: Sequence[Row], dense_macs: float, meta: dict, 
               f"Machine: {where}. Versions: {versions}. Timing: {timing_line}.\n",
               f"Backbone: `{' '.join(meta['backbone'])}`; data: {meta['data']} ({meta['test_examples']} test "
               "examples).\n",
-              "## Best accuracy under a budget\n", markdown_table(*table), "",
+              "## Best accuracy under a budget\n", render_table(*table, markdown=True), "",
               "## Figures\n", *[f"![{t}]({n})\n" for n, t in figures],
-              "## Methods\n", markdown_table(*methods), "",
-              "## Every operating point\n", markdown_table(*points), "",
+              "## Methods\n", render_table(*methods, markdown=True), "",
+              "## Every operating point\n", render_table(*points, markdown=True), "",
               "## How to read it\n", *[f"- {n}" for n in NOTES], "",
               "## Commands\n", "```", meta["command"], *commands, "```", ""]
         (tmp / "report.md").write_text("\n".join(md))
@@ -727,7 +720,8 @@ def report(data: str, out: str | Path, quick: bool = False, cache: str | Path | 
         jobs: runs trained at a time (each with ``threads`` threads); the measuring runs alone.
 
     Returns:
-        The report's JSON document.
+        The report's settings, machine, runs and times (its JSON's fields but the curves), and
+        ``budgets``.
 
     Raises:
         DynscaleError: before any work, for an ``out`` that cannot be written; for a run that
@@ -761,13 +755,12 @@ def report(data: str, out: str | Path, quick: bool = False, cache: str | Path | 
             "timing": dataclasses.asdict(timing), "runs": runs,
             "seconds": {"runs": round(trained, 1), "total": round(time.perf_counter() - started, 1)}}
     write_report(out, rows, dense_macs, meta, budgets, force)
-    return meta
+    return {**meta, "budgets": budgets}
 
 
 def print_budgets(meta: dict, out: Path, echo: Callable[[str], None] = print) -> None:
-    """Prints where the report went and its budget table."""
-    doc = json.loads((out / "report.json").read_text())
-    header, rows = budget_rows(doc["budgets"])
-    echo(markdown_table(header, rows))
+    """Prints where the report went and its budget table (``meta``: what :func:`report` returns)."""
+    header, rows = budget_rows(meta["budgets"])
+    echo(render_table(header, rows, markdown=True))
     echo(f"\nwrote {out}/report.html, report.md (with its PNGs) and report.json "
          f"({meta['seconds']['total']:.0f} s)")

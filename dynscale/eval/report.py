@@ -168,10 +168,12 @@ def _wide_markdown(curves: Sequence[Curve]) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
-def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+def render_table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    """A table as Markdown (a ``|`` inside a cell escaped) or as aligned plain text."""
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+        def line(cells: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(f"{v:>{w}}" for v, w in zip(cells, widths, strict=True))  # noqa: E731
     return "\n".join([fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows])
@@ -188,8 +190,8 @@ def format_table(curves: Sequence[Curve], markdown: bool = False, layout: str = 
             results).
     """
     if _layout(curves, layout) == "wide":
-        return _render(*_wide_markdown(curves), markdown=True) if markdown else _wide_text(curves)
-    return _render(*_long_rows(curves), markdown=markdown)
+        return render_table(*_wide_markdown(curves), markdown=True) if markdown else _wide_text(curves)
+    return render_table(*_long_rows(curves), markdown=markdown)
 
 
 def to_csv(curves: Sequence[Curve]) -> str:
